@@ -1,0 +1,181 @@
+"""Command line of the local cloud: ``python -m localcloud --help``."""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from . import boxes, cleanup, moto, rootfs, volumes
+from .registry import Registry
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def cmd_rootfs(args, registry):
+    print(rootfs.ensure_rootfs())
+
+
+def cmd_moto_start(args, registry):
+    record = moto.start(registry)
+    if args.env:
+        for key, value in moto.aws_env(record).items():
+            print(f"export {key}={shlex.quote(value)}")
+    else:
+        _print({**record, "endpoint": moto.endpoint(record)})
+
+
+def cmd_moto_stop(args, registry):
+    moto.stop(registry)
+
+
+def cmd_volume_create(args, registry):
+    _print(volumes.create(registry, args.name, args.size, args.volume_id))
+
+
+def cmd_volume_detach(args, registry):
+    volumes.detach(registry, args.name)
+
+
+def cmd_volume_grow(args, registry):
+    volumes.grow(registry, args.name, args.size)
+
+
+def cmd_volume_destroy(args, registry):
+    volumes.destroy(registry, args.name)
+
+
+def cmd_box_create(args, registry):
+    attach = []
+    for spec in args.attach or []:
+        name, _, device = spec.partition(":")
+        attach.append({"volume": name, "device": device or "/dev/xvdf"})
+    pubkey = Path(args.pubkey).read_text(encoding="utf-8") if args.pubkey else None
+    _print(boxes.create(registry, args.name, attach=attach, pubkey=pubkey))
+
+
+def cmd_box_destroy(args, registry):
+    boxes.destroy(registry, args.name)
+
+
+def cmd_box_ssh(args, registry):
+    record = registry.get("box", args.name)
+    if record is None:
+        sys.exit(f"no box named {args.name}")
+    os.execvp("ssh", boxes.ssh_argv(record, *args.command))
+
+
+def cmd_status(args, registry):
+    _print(registry.snapshot())
+
+
+def cmd_cleanup(args, registry):
+    for line in cleanup.cleanup(registry, keep_volume_data=args.keep_volumes):
+        print(f"localcloud: ended {line}")
+
+
+def cmd_session(args, registry):
+    """Run a command with its own state dir; end all it started afterwards."""
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        sys.exit("usage: python -m localcloud session -- COMMAND [ARG...]")
+    state = Path(tempfile.mkdtemp(prefix="spotbox-localcloud-"))
+    env = {**os.environ, "SPOTBOX_LOCALCLOUD_STATE": str(state)}
+    session = Registry(state)
+    # Boxes and servers outlive the short CLI calls that start them; as a
+    # subreaper this process inherits and reaps them instead of leaving zombies.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, _frame):
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        code = child.wait()
+    finally:
+        ended = cleanup.cleanup(session)
+        if ended:
+            print(f"localcloud: session cleanup ended {', '.join(ended)}", file=sys.stderr)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(state)], check=False)
+        _reap_orphans()
+    sys.exit(code)
+
+
+def _reap_orphans() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m localcloud", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("rootfs", help="build (once) and print the cached root filesystem").set_defaults(
+        func=cmd_rootfs)
+    p = sub.add_parser("moto-start", help="start the AWS emulator")
+    p.add_argument("--env", action="store_true", help="print shell exports for it")
+    p.set_defaults(func=cmd_moto_start)
+    sub.add_parser("moto-stop", help="stop the AWS emulator").set_defaults(func=cmd_moto_stop)
+    p = sub.add_parser("volume-create", help="make a volume on a loop device")
+    p.add_argument("name")
+    p.add_argument("--size", default="1G")
+    p.add_argument("--volume-id")
+    p.set_defaults(func=cmd_volume_create)
+    for verb, func, helptext in (
+        ("volume-detach", cmd_volume_detach, "free the loop device, keep the data"),
+        ("volume-destroy", cmd_volume_destroy, "free the loop device and delete the data"),
+    ):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("name")
+        p.set_defaults(func=func)
+    p = sub.add_parser("volume-grow", help="enlarge a volume")
+    p.add_argument("name")
+    p.add_argument("--size", required=True)
+    p.set_defaults(func=cmd_volume_grow)
+    p = sub.add_parser("box-create", help="boot a box")
+    p.add_argument("name")
+    p.add_argument("--attach", action="append", metavar="VOLUME[:DEVICE]")
+    p.add_argument("--pubkey", help="an extra public key file to authorise")
+    p.set_defaults(func=cmd_box_create)
+    p = sub.add_parser("box-destroy", help="power a box off and remove it")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_box_destroy)
+    p = sub.add_parser("ssh", help="ssh into a box")
+    p.add_argument("name")
+    p.add_argument("command", nargs="*")
+    p.set_defaults(func=cmd_box_ssh)
+    sub.add_parser("status", help="print the registry").set_defaults(func=cmd_status)
+    p = sub.add_parser("cleanup", help="end everything this state dir started")
+    p.add_argument("--keep-volumes", action="store_true")
+    p.set_defaults(func=cmd_cleanup)
+    p = sub.add_parser("session", help="run COMMAND with a private state dir, clean up after")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_session)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    registry = None if args.cmd == "session" else Registry()
+    args.func(args, registry)
+
+
+if __name__ == "__main__":
+    main()

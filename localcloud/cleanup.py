@@ -1,0 +1,25 @@
+"""End everything the registry lists, by its own id."""
+
+from __future__ import annotations
+
+from . import boxes, moto, volumes
+from .registry import Registry
+
+
+def cleanup(registry: Registry, keep_volume_data: bool = False) -> list[str]:
+    """Destroy boxes, then volumes, then the emulator; return what was ended."""
+    ended = []
+    snapshot = registry.snapshot()
+    for name in list(snapshot.get("box", {})):
+        boxes.destroy(registry, name)
+        ended.append(f"box {name}")
+    for name in list(snapshot.get("volume", {})):
+        if keep_volume_data:
+            volumes.detach(registry, name)
+        else:
+            volumes.destroy(registry, name)
+        ended.append(f"volume {name}")
+    if snapshot.get("moto"):
+        moto.stop(registry)
+        ended.append("moto server")
+    return ended

@@ -1,0 +1,92 @@
+"""Process helpers: start detached, stop by pid (checking it is still ours)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def start_detached(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start argv in its own session, stdin from /dev/null, output to log."""
+    with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            argv, stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env,
+        )
+    return proc.pid
+
+
+def proc_start_time(pid: int) -> str | None:
+    """Return the kernel's start time of pid (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; fields after ')' are fixed.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def alive(pid: int, start_time: str | None) -> bool:
+    """True when pid runs and is the same process we started (no pid reuse)."""
+    current = proc_start_time(pid)
+    if current is None:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    if state == "Z":
+        return False
+    return start_time is None or current == start_time
+
+
+def stop(pid: int, start_time: str | None, timeout: float = 15.0) -> None:
+    """SIGTERM the process (and its session), then SIGKILL after timeout."""
+    if not alive(pid, start_time):
+        return
+    _signal_session(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid, start_time):
+            _reap(pid)
+            return
+        time.sleep(0.1)
+    _signal_session(pid, signal.SIGKILL)
+    while alive(pid, start_time):
+        time.sleep(0.1)
+    _reap(pid)
+
+
+def _signal_session(pid: int, sig: signal.Signals) -> None:
+    # start_detached made pid a session and process-group leader.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the kernel for a port that is free now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> None:
+    """Wait until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"nothing listens on {host}:{port} after {timeout:.0f}s"
+                ) from None
+            time.sleep(0.1)
