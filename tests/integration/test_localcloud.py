@@ -50,7 +50,9 @@ def test_two_boxes_at_once_with_a_volume(state: Path) -> None:
     localcloud(state, "rootfs")
     volume = json.loads(localcloud(state, "volume-create", "data", "--size", "64M").stdout)
     assert volume["loop"].startswith("/dev/loop")
-    first = json.loads(localcloud(state, "box-create", "lc-one", "--attach", "data:/dev/xvdf").stdout)
+    first = json.loads(
+        localcloud(state, "box-create", "lc-one", "--attach", "data:/dev/xvdf").stdout
+    )
     second = json.loads(localcloud(state, "box-create", "lc-two").stdout)
     for box in (first, second):
         assert box["boot_seconds"] < 10, f"{box['name']} took {box['boot_seconds']}s to answer SSH"

@@ -1,0 +1,185 @@
+#!/usr/bin/python
+"""Ansible module: discover CUDA toolkits and the NVIDIA driver, choose a toolkit."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cuda_toolkit_info
+short_description: Find installed CUDA toolkits, read the NVIDIA driver, choose a toolkit
+description:
+  - Lists the toolkits under I(prefix)/cuda-X.Y, reading each version from
+    version.json, version.txt, C(bin/nvcc --version) or C(bin/ptxas --version),
+    else the folder name.
+  - Reads the driver version and the newest CUDA it supports from C(nvidia-smi),
+    and the GPUs from C(nvidia-smi --query-gpu).
+  - Chooses the toolkit to make the default and fails, with what to do, when the
+    requested one is missing or newer than the driver supports.
+  - Changes nothing; runs in check mode.
+options:
+  version:
+    description: C(auto) (the newest toolkit the driver supports) or C(X.Y).
+    type: str
+    default: auto
+  require_gpu:
+    description: Fail when no usable NVIDIA driver or GPU is found (else warn).
+    type: bool
+    default: false
+  prefix:
+    description: Folder that holds the cuda-X.Y toolkits and the cuda link.
+    type: path
+    default: /usr/local
+  nvidia_smi:
+    description: The nvidia-smi command.
+    type: str
+    default: nvidia-smi
+author: spotbox
+"""
+
+EXAMPLES = r"""
+- name: Choose CUDA 12.4
+  cuda_toolkit_info:
+    version: "12.4"
+  register: cuda_info
+"""
+
+RETURN = r"""
+toolkits:
+  description: Installed toolkits, oldest first.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"version": "12.4.131", "short": "12.4", "path": "/usr/local/cuda-12.4",
+            "source": "bin/ptxas"}]
+current:
+  description: Where the I(prefix)/cuda link points now, or null.
+  returned: always
+  type: str
+  sample: /usr/local/cuda-11.8
+driver:
+  description: Driver state from nvidia-smi (state, driver_version, cuda_version, message).
+  returned: always
+  type: dict
+  sample: {"state": "ok", "driver_version": "550.127.05", "cuda_version": "12.4"}
+gpus:
+  description: GPUs (index, name, memory_mib, pci_bus_id).
+  returned: always
+  type: list
+  elements: dict
+selected:
+  description: The chosen toolkit with major, minor and wheel_tag (cu124).
+  returned: success
+  type: dict
+  sample: {"version": "12.4.131", "short": "12.4", "major": 12, "minor": 4,
+           "path": "/usr/local/cuda-12.4", "wheel_tag": "cu124"}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.spotbox_cuda import (
+    CudaError,
+    folder_version,
+    parse_gpu_query,
+    parse_nvidia_smi,
+    parse_tool_version,
+    parse_version_json,
+    parse_version_txt,
+    select,
+    short,
+    wheel_tag,
+)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def toolkit_version(module: AnsibleModule, path: str) -> tuple[str | None, str]:
+    """Version of the toolkit at path and where it was read from."""
+    text = _read(os.path.join(path, "version.json"))
+    if text and (version := parse_version_json(text)):
+        return version, "version.json"
+    text = _read(os.path.join(path, "version.txt"))
+    if text and (version := parse_version_txt(text)):
+        return version, "version.txt"
+    for tool in ("nvcc", "ptxas"):
+        binary = os.path.join(path, "bin", tool)
+        if os.access(binary, os.X_OK):
+            rc, out, _ = module.run_command([binary, "--version"])
+            if rc == 0 and (version := parse_tool_version(out)):
+                return version, f"bin/{tool}"
+    return folder_version(os.path.basename(path)), "folder name"
+
+
+def discover(module: AnsibleModule, prefix: str) -> list[dict]:
+    kits = []
+    for name in sorted(os.listdir(prefix)) if os.path.isdir(prefix) else []:
+        path = os.path.join(prefix, name)
+        if not folder_version(name) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        version, source = toolkit_version(module, path)
+        if version:
+            kits.append({"version": version, "short": short(version), "path": path,
+                         "source": source})
+    return kits
+
+
+def read_driver(module: AnsibleModule, nvidia_smi: str) -> tuple[dict, list[dict]]:
+    binary = module.get_bin_path(nvidia_smi) if "/" not in nvidia_smi else nvidia_smi
+    if not binary or not os.access(binary, os.X_OK):
+        return {"state": "no_driver", "message": "nvidia-smi not found: no NVIDIA driver"}, []
+    rc, out, err = module.run_command([binary])
+    driver = parse_nvidia_smi(rc, out, err)
+    if driver["state"] != "ok":
+        return driver, []
+    rc, out, _ = module.run_command(
+        [binary, "--query-gpu=index,name,memory.total,pci.bus_id",
+         "--format=csv,noheader,nounits"]
+    )
+    return driver, parse_gpu_query(out) if rc == 0 else []
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "version": {"type": "str", "default": "auto"},
+            "require_gpu": {"type": "bool", "default": False},
+            "prefix": {"type": "path", "default": "/usr/local"},
+            "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
+        },
+        supports_check_mode=True,
+    )
+    prefix = module.params["prefix"]
+    kits = discover(module, prefix)
+    link = os.path.join(prefix, "cuda")
+    current = os.path.realpath(link) if os.path.islink(link) else None
+    driver, gpus = read_driver(module, module.params["nvidia_smi"])
+    result = {"changed": False, "toolkits": kits, "current": current, "driver": driver,
+              "gpus": gpus}
+    usable = driver["state"] == "ok" and gpus
+    if not usable:
+        why = driver.get("message") or "nvidia-smi lists no GPU"
+        if module.params["require_gpu"]:
+            module.fail_json(msg=f"cuda_require_gpu is true but {why}. Use a GPU instance "
+                             "type (g4dn, g5, p3, ...) with the Deep Learning Base AMI", **result)
+        module.warn(f"No usable GPU: {why}. Choosing among the installed toolkits anyway; "
+                    "frameworks will run on the CPU")
+    try:
+        chosen = select(kits, module.params["version"],
+                        driver.get("cuda_version") if driver["state"] == "ok" else None)
+    except CudaError as exc:
+        module.fail_json(msg=str(exc), **result)
+    major, minor = (int(p) for p in chosen["short"].split("."))
+    result["selected"] = {**chosen, "major": major, "minor": minor,
+                          "wheel_tag": wheel_tag(chosen["short"]) if usable else "cpu",
+                          "toolkit_wheel_tag": wheel_tag(chosen["short"])}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
