@@ -76,6 +76,29 @@ def cmd_box_ssh(args, registry):
     os.execvp("ssh", boxes.ssh_argv(record, *args.command))
 
 
+def cmd_ssh_proxy(args, registry):
+    from . import sshproxy
+
+    sshproxy.main(args.host)
+
+
+def cmd_ansible_env(args, registry):
+    """Exports that point Ansible at this local cloud (AWS emulator, boxes)."""
+    record = registry.get("moto", moto.NAME)
+    if record is None:
+        sys.exit("the AWS emulator is not running: python -m localcloud moto-start")
+    repo = Path(__file__).resolve().parent.parent
+    ssh_args = (
+        "-o ControlMaster=auto -o ControlPersist=60s "
+        f"-o UserKnownHostsFile={registry.root}/known_hosts -o StrictHostKeyChecking=no "
+        f"-o ProxyCommand='{sys.executable} -m localcloud ssh-proxy %h %p'"
+    )
+    env = {**moto.aws_env(record), "ANSIBLE_SSH_ARGS": ssh_args,
+           "PYTHONPATH": str(repo), "SPOTBOX_LOCALCLOUD_STATE": str(registry.root)}
+    for key, value in env.items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
 def cmd_status(args, registry):
     _print(registry.snapshot())
 
@@ -162,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs="*")
     p.set_defaults(func=cmd_box_ssh)
     sub.add_parser("status", help="print the registry").set_defaults(func=cmd_status)
+    p = sub.add_parser("ssh-proxy", help="ProxyCommand: reach the box standing in for an instance")
+    p.add_argument("host")
+    p.add_argument("port")
+    p.set_defaults(func=cmd_ssh_proxy)
+    sub.add_parser("ansible-env", help="print exports pointing Ansible at this local cloud"
+                   ).set_defaults(func=cmd_ansible_env)
     p = sub.add_parser("cleanup", help="end everything this state dir started")
     p.add_argument("--keep-volumes", action="store_true")
     p.set_defaults(func=cmd_cleanup)

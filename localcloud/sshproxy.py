@@ -1,0 +1,95 @@
+"""SSH ProxyCommand that maps an emulated EC2 instance to the box standing in for it.
+
+ssh -o ProxyCommand='python -m localcloud ssh-proxy %h %p' ubuntu@10.0.0.5
+
+The instance whose public or private IP is %h is looked up in the emulator;
+the box whose name is the instance's Name tag stands in for it. As cloud-init
+does on EC2 from instance metadata, the instance's key pair's public key is
+authorised for the login user before the connection is relayed. Only
+loopback addresses are ever connected to.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import sys
+from pathlib import Path
+
+from . import moto, rootfs
+from .registry import Registry
+
+
+def find_box(registry: Registry, address: str) -> tuple[dict, str | None]:
+    """The box standing in for the instance at address, and its key pair's public key."""
+    import boto3
+
+    snapshot = registry.snapshot()
+    server = snapshot.get("moto", {}).get(moto.NAME)
+    if not server:
+        raise LookupError("the AWS emulator is not running in this local cloud")
+    env = moto.aws_env(server)
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=moto.REGION,
+                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    for field in ("ip-address", "private-ip-address"):
+        reservations = ec2.describe_instances(Filters=[
+            {"Name": field, "Values": [address]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ])["Reservations"]
+        instances = [i for r in reservations for i in r["Instances"]]
+        if instances:
+            break
+    else:
+        raise LookupError(f"no running emulated instance has the address {address}")
+    tags = {t["Key"]: t["Value"] for t in instances[0].get("Tags", [])}
+    box = snapshot.get("box", {}).get(tags.get("Name", ""))
+    if not box:
+        raise LookupError(f"no local-cloud box named {tags.get('Name')!r} stands in for "
+                          f"instance {instances[0]['InstanceId']}")
+    pubkey = None
+    if instances[0].get("KeyName"):
+        pairs = ec2.describe_key_pairs(KeyNames=[instances[0]["KeyName"]], IncludePublicKey=True)
+        pubkey = pairs["KeyPairs"][0].get("PublicKey")
+    return box, pubkey
+
+
+def authorise(box: dict, pubkey: str) -> None:
+    """Add pubkey to the box's login user's authorized_keys (once)."""
+    keys = Path(box["root"]) / "home" / rootfs.LOGIN_USER / ".ssh" / "authorized_keys"
+    current = keys.read_text(encoding="utf-8")
+    if pubkey.strip() not in current:
+        keys.write_text(current + pubkey.strip() + "\n", encoding="utf-8")
+
+
+def relay(port: int) -> None:
+    """Relay stdin/stdout to 127.0.0.1:port until either side closes."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        selector = selectors.DefaultSelector()
+        selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "in")
+        selector.register(conn, selectors.EVENT_READ, "sock")
+        while True:
+            for key, _ in selector.select():
+                if key.data == "in":
+                    data = os.read(sys.stdin.fileno(), 65536)
+                    if not data:
+                        conn.shutdown(socket.SHUT_WR)
+                        selector.unregister(sys.stdin.fileno())
+                        continue
+                    conn.sendall(data)
+                else:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    os.write(sys.stdout.fileno(), data)
+
+
+def main(address: str) -> None:
+    try:
+        box, pubkey = find_box(Registry(), address)
+    except LookupError as exc:
+        sys.exit(f"localcloud ssh-proxy: {exc}")
+    if pubkey:
+        authorise(box, pubkey)
+    relay(box["port"])
