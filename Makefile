@@ -37,6 +37,12 @@ unit: $(BIN)/.installed  ## pytest unit tests (no local cloud needed)
 molecule: setup  ## every Molecule scenario on the local cloud
 	$(BIN)/python -m localcloud session -- $(RUN) molecule
 
+demo: setup  ## the main job on the local cloud (AWS emulator + a booted box)
+	scripts/demo
+
+demo-down:  ## terminate the demo box and end the local cloud
+	scripts/demo down
+
 clean:  ## end what an interrupted demo left, remove the venv
 	-$(BIN)/python -m localcloud cleanup
 	rm -rf $(VENV) .localcloud
