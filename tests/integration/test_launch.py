@@ -116,6 +116,8 @@ def test_resources_are_as_asked(cloud, first_launch) -> None:
     assert len(found["instances"]) == 1
     instance = found["instances"][0]
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    # The newest x86_64 "Deep Learning Base ... (Ubuntu 22.04)" of localcloud/data/amis.json.
+    assert instance["ImageId"] == "ami-0dl22b0000000002"
     [group] = found["groups"]
     assert [r["IpRanges"] for r in group["IpPermissions"]] == [
         [{"CidrIp": "127.0.0.1/32", "Description": "SSH"}]]
@@ -187,6 +189,18 @@ def test_terminate_keeps_the_volume_and_relaunch_reuses_it(cloud, first_launch) 
     attached = next(v for v in now["volumes"] if v["VolumeId"] == volume["VolumeId"])
     assert attached["Attachments"][0]["InstanceId"] == instance["InstanceId"]
     assert len([v for v in now["volumes"] if v["Size"] == 100]) == 1, "no second data volume"
+
+
+def test_terminate_can_snapshot_and_delete_on_request(cloud, first_launch) -> None:
+    volume = next(v for v in resources(cloud, BOX)["volumes"] if v["Size"] == 100)
+    done = playbook(cloud, "playbooks/terminate.yml",
+                    "-e", "spot_instance_snapshot_on_terminate=true",
+                    "-e", "spot_instance_delete_data_volume=true")
+    assert done.returncode == 0, done.stdout[-3000:]
+    snapshots = ec2(cloud).describe_snapshots(
+        Filters=[{"Name": "volume-id", "Values": [volume["VolumeId"]]}])["Snapshots"]
+    assert len(snapshots) == 1
+    assert volume["VolumeId"] not in [v["VolumeId"] for v in resources(cloud, BOX)["volumes"]]
 
 
 @pytest.mark.parametrize(("extra", "message"), [
