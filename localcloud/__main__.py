@@ -62,7 +62,7 @@ def cmd_box_create(args, registry):
         name, _, device = spec.partition(":")
         attach.append({"volume": name, "device": device or "/dev/xvdf"})
     pubkey = Path(args.pubkey).read_text(encoding="utf-8") if args.pubkey else None
-    _print(boxes.create(registry, args.name, attach=attach, pubkey=pubkey))
+    _print(boxes.create(registry, args.name, attach=attach, pubkey=pubkey, port=args.port))
 
 
 def cmd_box_destroy(args, registry):
@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--attach", action="append", metavar="VOLUME[:DEVICE]")
     p.add_argument("--pubkey", help="an extra public key file to authorise")
+    p.add_argument("--port", type=int, help="sshd port (default: a free one); a re-created "
+                   "box keeps its address this way")
     p.set_defaults(func=cmd_box_create)
     p = sub.add_parser("box-destroy", help="power a box off and remove it")
     p.add_argument("name")

@@ -18,6 +18,42 @@ SSH_OPTIONS = [
 # Inside a box, the host's /dev appears here so that partitions made on a
 # loop device (the box has no udev) show up as /run/hostdev/loopNpM.
 HOSTDEV = "/run/hostdev"
+# The box has no udev (no device events in a container). This stand-in makes
+# the names udev would for the local cloud's volumes only: a /dev link per
+# partition and /dev/disk/by-uuid links, so that fstab's UUID= entries mount.
+DEVLINKS_SCRIPT = """#!/bin/sh
+set -u
+while :; do
+  for disk in $(cat /etc/localcloud/volumes); do
+    for dev in "/run/hostdev/$disk" /run/hostdev/"$disk"p*; do
+      [ -b "$dev" ] || continue
+      name=${dev##*/}
+      [ -e "/dev/$name" ] || ln -sf "$dev" "/dev/$name"
+      uuid=$(blkid -p -o value -s UUID "$dev" 2>/dev/null) || uuid=
+      if [ -n "$uuid" ] && [ "$(readlink "/dev/disk/by-uuid/$uuid")" != "$dev" ]; then
+        mkdir -p /dev/disk/by-uuid && ln -sfn "$dev" "/dev/disk/by-uuid/$uuid"
+      fi
+    done
+  done
+  for link in /dev/disk/by-uuid/*; do
+    [ -L "$link" ] || continue
+    target=$(readlink "$link")
+    [ "$(blkid -p -o value -s UUID "$target" 2>/dev/null)" = "${link##*/}" ] || rm -f "$link"
+  done
+  sleep 0.5
+done
+"""
+DEVLINKS_UNIT = """[Unit]
+Description=localcloud: device links udev would make for attached volumes
+DefaultDependencies=no
+Before=local-fs-pre.target
+
+[Service]
+ExecStart=/usr/local/sbin/localcloud-devlinks
+
+[Install]
+WantedBy=sysinit.target
+"""
 
 
 def ssh_key(registry: Registry) -> Path:
@@ -58,6 +94,7 @@ def create(
     attach: list[dict] | None = None,
     pubkey: str | None = None,
     timeout: float = 60.0,
+    port: int | None = None,
 ) -> dict:
     """Boot a box called name and wait until sshd answers and systemd is up.
 
@@ -74,7 +111,7 @@ def create(
     root = registry.root / "boxes" / name
     record = {
         "name": name, "root": str(root), "pid": None, "pid_start": None,
-        "port": procs.free_port(), "host": "127.0.0.1", "user": rootfs.LOGIN_USER,
+        "port": port or procs.free_port(), "host": "127.0.0.1", "user": rootfs.LOGIN_USER,
         "key": str(key), "volumes": [],
     }
     registry.put("box", name, record)  # recorded before anything exists
@@ -104,7 +141,9 @@ def _boot(registry: Registry, record: dict, base: Path, key: Path, attach: list[
     argv = ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
             "-D", str(root), "-M", name, "--boot", "--console=passive"]
     if attached:
-        argv.append(f"--bind=/dev:{HOSTDEV}")
+        # root on an EC2 instance may resize a mounted ext4 (EXT4_IOC_RESIZE_FS
+        # needs CAP_SYS_RESOURCE, which nspawn drops by default).
+        argv += [f"--bind=/dev:{HOSTDEV}", "--capability=CAP_SYS_RESOURCE"]
     record["pid"] = procs.start_detached(argv, registry.root / "boxes" / f"{name}.log")
     record["pid_start"] = procs.proc_start_time(record["pid"])
     registry.put("box", name, record)
@@ -139,6 +178,18 @@ def _personalise(root: Path, name: str, port: int, key: Path, pubkey: str | None
         (root / "etc/tmpfiles.d/spotbox-volumes.conf").write_text(
             _volume_links(attached), encoding="utf-8"
         )
+        (root / "etc/localcloud").mkdir(exist_ok=True)
+        (root / "etc/localcloud/volumes").write_text(
+            "".join(f"{Path(v['loop']).name}\n" for v in attached), encoding="utf-8"
+        )
+        script = root / "usr/local/sbin/localcloud-devlinks"
+        script.write_text(DEVLINKS_SCRIPT, encoding="utf-8")
+        script.chmod(0o755)
+        unit = root / "etc/systemd/system/localcloud-devlinks.service"
+        unit.write_text(DEVLINKS_UNIT, encoding="utf-8")
+        wants = root / "etc/systemd/system/sysinit.target.wants"
+        wants.mkdir(exist_ok=True)
+        (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
 
 
 def wait_ready(record: dict, timeout: float) -> None:
