@@ -19,8 +19,83 @@ def ssh_cidr(value: str, variable: str = "spot_instance_ssh_cidr") -> str:
     return str(network)
 
 
+# PyTorch's CUDA wheel indexes (download.pytorch.org/whl/<tag>), oldest first.
+PYTORCH_CUDA_TAGS = ["cu118", "cu121", "cu124", "cu126", "cu128", "cu129", "cu130"]
+
+
+def _tag_version(tag: str) -> tuple[int, int]:
+    digits = tag[2:]
+    return int(digits[:-1]), int(digits[-1])
+
+
+def framework_pip_lines(wheel_tag: str, framework: str = "torch", version: str = "",
+                        index_base: str = "https://download.pytorch.org/whl",
+                        find_links: str = "") -> list[str]:
+    """pip requirement lines for the framework build that matches the CUDA choice.
+
+    wheel_tag: the cuda role's cuda_wheel_tag ("cu124", or "cpu"). The newest
+    PyTorch index not newer than the toolkit is used (CUDA 12.5 -> cu124);
+    a toolkit older than every index gets the CPU build. find_links: a local
+    folder or mirror holding the wheels instead of the index.
+    """
+    if framework in ("", "none"):
+        return []
+    spec = f"{framework}=={version}" if version else framework
+    if find_links:
+        return [f"--find-links {find_links}", spec]
+    tag = "cpu"
+    if wheel_tag != "cpu":
+        if not (wheel_tag.startswith("cu") and wheel_tag[2:].isdigit()):
+            raise AnsibleFilterError(f"cuda_wheel_tag must be 'cpu' or like 'cu124', "
+                                     f"not {wheel_tag!r}")
+        fitting = [t for t in PYTORCH_CUDA_TAGS if _tag_version(t) <= _tag_version(wheel_tag)]
+        tag = fitting[-1] if fitting else "cpu"
+    return [f"--extra-index-url {index_base.rstrip('/')}/{tag}", spec]
+
+
+def env_to_requirements(environment: dict) -> list[str]:
+    """pip requirement lines from a conda environment file's content.
+
+    Conda dependencies become pip requirements ("pandas=2.2" -> "pandas==2.2"),
+    python and pip are the interpreter's own, the pip: section is kept as is.
+    """
+    lines = []
+    for dep in environment.get("dependencies", []):
+        if isinstance(dep, dict):
+            lines += [str(item) for item in dep.get("pip", [])]
+            continue
+        name = str(dep).split("::")[-1].strip()
+        base = name.split("=")[0].split(">")[0].split("<")[0].strip()
+        if base in ("python", "pip"):
+            continue
+        if "=" in name and not any(op in name for op in ("==", ">=", "<=", "!=")):
+            base_name, _, pin = name.partition("=")
+            name = f"{base_name}=={pin.rstrip('*').rstrip('.')}"
+        lines.append(name)
+    return lines
+
+
+def conda_missing_packages(stderr: str) -> str:
+    """A readable line from conda's PackagesNotFoundError, or ''."""
+    if "PackagesNotFoundError" not in stderr:
+        return ""
+    names = [line.strip().lstrip("- ").strip() for line in stderr.splitlines()
+             if line.strip().startswith("- ")]
+    channels = [line.strip().lstrip("- ").strip() for line in
+                stderr.split("Current channels:")[-1].splitlines() if line.strip().startswith("- ")]
+    missing = [n for n in names if n not in channels]
+    return (f"conda cannot find {', '.join(missing) or 'a package'} in the channels "
+            f"{', '.join(channels) or '(none listed)'}; check the name, or add the channel "
+            "that has it to conda_channels")
+
+
 class FilterModule:
     """spotbox's filters."""
 
     def filters(self):
-        return {"spotbox_ssh_cidr": ssh_cidr}
+        return {
+            "spotbox_ssh_cidr": ssh_cidr,
+            "spotbox_framework_pip_lines": framework_pip_lines,
+            "spotbox_env_to_requirements": env_to_requirements,
+            "spotbox_conda_missing_packages": conda_missing_packages,
+        }

@@ -16,3 +16,50 @@ def test_ssh_cidr_normalises() -> None:
 def test_ssh_cidr_names_the_variable(bad: str) -> None:
     with pytest.raises(AnsibleFilterError, match="spot_instance_ssh_cidr must be an IPv4"):
         ssh_cidr(bad)
+
+
+from spotbox import conda_missing_packages, env_to_requirements, framework_pip_lines  # noqa: E402
+
+INDEX = "https://download.pytorch.org/whl"
+
+
+@pytest.mark.parametrize(("tag", "index"), [
+    ("cu124", "cu124"), ("cu125", "cu124"), ("cu118", "cu118"), ("cu120", "cu118"),
+    ("cu128", "cu128"), ("cu135", "cu130"), ("cu102", "cpu"), ("cpu", "cpu"),
+])
+def test_framework_follows_the_cuda_choice(tag: str, index: str) -> None:
+    assert framework_pip_lines(tag) == [f"--extra-index-url {INDEX}/{index}", "torch"]
+
+
+def test_framework_pins_local_wheels_and_none() -> None:
+    assert framework_pip_lines("cpu", version="2.13.0+cpu", find_links="/opt/wheels") == [
+        "--find-links /opt/wheels", "torch==2.13.0+cpu"]
+    assert framework_pip_lines("cu124", framework="none") == []
+    with pytest.raises(AnsibleFilterError, match="cuda_wheel_tag must be"):
+        framework_pip_lines("12.4")
+
+
+def test_env_file_to_requirements() -> None:
+    env = {"name": "course", "channels": ["conda-forge"], "dependencies": [
+        "python=3.11", "pip", "jupyterlab", "pandas=2.2", "conda-forge::matplotlib>=3.8",
+        {"pip": ["--extra-index-url https://download.pytorch.org/whl/cu124", "torch"]}]}
+    assert env_to_requirements(env) == [
+        "jupyterlab", "pandas==2.2", "matplotlib>=3.8",
+        "--extra-index-url https://download.pytorch.org/whl/cu124", "torch"]
+
+
+def test_conda_missing_package_message() -> None:
+    stderr = """
+PackagesNotFoundError: The following packages are not available from current channels:
+
+  - jupyterlabb
+
+Current channels:
+
+  - https://conda.anaconda.org/conda-forge/linux-64
+  - https://conda.anaconda.org/conda-forge/noarch
+"""
+    message = conda_missing_packages(stderr)
+    assert message.startswith("conda cannot find jupyterlabb in the channels "
+                              "https://conda.anaconda.org/conda-forge/linux-64")
+    assert conda_missing_packages("Solving environment: done") == ""

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Benchmark: the conda role's environment step (uv backend) on a fresh box
+against the floor, the same installs typed by hand with the same tool on
+another fresh box. Prints seconds and the ratio (target: at most 1.3x).
+
+Run as root from the repository root: .venv/bin/python bench/env_step.py
+Each box downloads its packages from PyPI, so network speed shows in both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from localcloud import boxes, cleanup  # noqa: E402
+from localcloud.registry import Registry  # noqa: E402
+
+WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
+ROLE_VARS = {
+    "conda_backend": "uv", "conda_wheel_tag": "cpu", "conda_framework_version": "2.13.0+cpu",
+    "conda_framework_find_links": "/opt/spotbox/wheels",
+}
+REQUIREMENTS = (
+    "jupyterlab\nmatplotlib\npandas\n--find-links /opt/spotbox/wheels\ntorch==2.13.0+cpu\n")
+FLOOR = (
+    "set -e; sudo install -d -o ubuntu -g ubuntu /opt/spotbox/envs; cd /opt/spotbox/envs; "
+    "python3 -m venv .uv; .uv/bin/pip install --quiet uv==0.13.9; "
+    ".uv/bin/uv venv --native-tls --python python3 course; "
+    f"printf '{REQUIREMENTS}' > course.requirements.txt; "
+    ".uv/bin/uv pip install --native-tls --python course/bin/python -r course.requirements.txt"
+)
+
+
+def ssh(record: dict, command: str) -> None:
+    subprocess.run(boxes.ssh_argv(record, command), check=True, stdout=subprocess.DEVNULL)
+
+
+def give_wheel(record: dict) -> None:
+    ssh(record, "sudo install -d -m 0755 /opt/spotbox/wheels")
+    subprocess.run(["cp", str(WHEEL), f"{record['root']}/opt/spotbox/wheels/"], check=True)
+
+
+def run_role(record: dict, inventory: Path) -> float:
+    inventory.write_text(json.dumps({"all": {"hosts": {record["name"]: {
+        "ansible_host": "127.0.0.1", "ansible_port": record["port"], "ansible_user": "ubuntu",
+        "ansible_ssh_private_key_file": record["key"],
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+    }}}}))
+    playbook = inventory.with_name("env.yml")
+    playbook.write_text(json.dumps([{"name": "Environment step", "hosts": "all",
+                                     "gather_facts": False, "roles": [{"role": "conda"}]}]))
+    started = time.monotonic()
+    subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
+                    str(playbook), "-e", json.dumps(ROLE_VARS)],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def main() -> int:
+    if not WHEEL.exists():
+        print(f"SKIPPED: {WHEEL} (the CPU build of PyTorch) is not on this machine")
+        return 0
+    state = Path(tempfile.mkdtemp(prefix="spotbox-bench-"))
+    os.environ["SPOTBOX_LOCALCLOUD_STATE"] = str(state)
+    registry = Registry(state)
+    try:
+        role_box = boxes.create(registry, "bench-role")
+        floor_box = boxes.create(registry, "bench-floor")
+        for record in (role_box, floor_box):
+            give_wheel(record)
+        started = time.monotonic()
+        ssh(floor_box, FLOOR)
+        floor = time.monotonic() - started
+        first = run_role(role_box, state / "inventory.json")
+        rerun = run_role(role_box, state / "inventory.json")
+    finally:
+        cleanup.cleanup(registry)
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+    print("environment step (jupyterlab, matplotlib, pandas, torch CPU) on a fresh box")
+    print(f"  floor, by hand with uv     {floor:7.1f} s   1.00x")
+    print(f"  conda role (uv backend)    {first:7.1f} s   {first / floor:.2f}x   target <= 1.30x")
+    print(f"  conda role, re-run         {rerun:7.1f} s   {rerun / floor:.2f}x")
+    return 0 if first / floor <= 1.3 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
