@@ -33,9 +33,9 @@ REQUIREMENTS = (
 FLOOR = (
     "set -e; sudo install -d -o ubuntu -g ubuntu /opt/spotbox/envs; cd /opt/spotbox/envs; "
     "python3 -m venv .uv; .uv/bin/pip install --quiet uv==0.13.9; "
-    ".uv/bin/uv venv --native-tls --python python3 course; "
+    ".uv/bin/uv venv --quiet --system-certs --python python3 course; "
     f"printf '{REQUIREMENTS}' > course.requirements.txt; "
-    ".uv/bin/uv pip install --native-tls --python course/bin/python -r course.requirements.txt"
+    ".uv/bin/uv pip install --quiet --system-certs --python course/bin/python -r course.requirements.txt"
 )
 
 
