@@ -35,7 +35,8 @@ FLOOR = (
     "python3 -m venv .uv; .uv/bin/pip install --quiet uv==0.13.9; "
     ".uv/bin/uv venv --quiet --system-certs --python python3 course; "
     f"printf '{REQUIREMENTS}' > course.requirements.txt; "
-    ".uv/bin/uv pip install --quiet --system-certs --python course/bin/python -r course.requirements.txt"
+    ".uv/bin/uv pip install --quiet --system-certs --python course/bin/python "
+    "-r course.requirements.txt"
 )
 
 
