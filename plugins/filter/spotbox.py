@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from ansible.errors import AnsibleFilterError
 
@@ -89,6 +90,26 @@ def conda_missing_packages(stderr: str) -> str:
             "that has it to conda_channels")
 
 
+def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int = 100) -> dict:
+    """The requested port if nothing listens there on this controller, else the next free one.
+
+    Returns {"port": N, "reason": "..."} so that the summary can say which and why.
+    """
+    requested = int(requested)
+    for port in range(requested, min(requested + tries, 65536)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        if port == requested:
+            return {"port": port, "reason": f"{port} is free on this machine"}
+        return {"port": port, "reason": f"{requested} is taken on this machine (a local Jupyter?), "
+                f"so the tunnel uses {port}"}
+    raise AnsibleFilterError(f"no free local port in {requested}-{requested + tries - 1}; "
+                             "set spotbox_local_port to another start")
+
+
 class FilterModule:
     """spotbox's filters."""
 
@@ -98,4 +119,5 @@ class FilterModule:
             "spotbox_framework_pip_lines": framework_pip_lines,
             "spotbox_env_to_requirements": env_to_requirements,
             "spotbox_conda_missing_packages": conda_missing_packages,
+            "spotbox_free_local_port": free_local_port,
         }

@@ -63,3 +63,18 @@ Current channels:
     assert message.startswith("conda cannot find jupyterlabb in the channels "
                               "https://conda.anaconda.org/conda-forge/linux-64")
     assert conda_missing_packages("Solving environment: done") == ""
+
+
+def test_free_local_port_skips_a_taken_port() -> None:
+    import socket
+
+    from spotbox import free_local_port
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        result = free_local_port(taken)
+        assert result["port"] > taken
+        assert f"{taken} is taken on this machine" in result["reason"]
+    assert free_local_port(taken)["port"] == taken
