@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Benchmark: the first full provision of a fresh box (cuda, data_volume,
+conda with the uv backend, jupyter), its idempotent re-run, and the floor:
+the same installs and commands typed by hand, with the same tools, on
+another fresh box. Prints seconds and ratios (targets: first provision at
+most 1.3x the floor, re-run at most 20 s).
+
+Run as root from the repository root: .venv/bin/python bench/provision.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from localcloud import boxes, cleanup, volumes  # noqa: E402
+from localcloud.procs import free_port  # noqa: E402
+from localcloud.registry import Registry  # noqa: E402
+
+WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+ARGS = ["-e", "conda_backend=uv", "-e", "conda_framework_version=2.13.0+cpu",
+        "-e", "conda_framework_find_links=/opt/spotbox/wheels", "-e", "jupyter_port={port}",
+        "-e", "data_volume_device_name=/dev/sdf"]
+FLOOR = """set -eu
+sudo ln -sfn /usr/local/cuda-13.5 /usr/local/cuda
+echo 'export PATH=/usr/local/cuda/bin:$PATH' | sudo tee /etc/profile.d/cuda.sh >/dev/null
+echo /usr/local/cuda/lib64 | sudo tee /etc/ld.so.conf.d/cuda.conf >/dev/null
+sudo ldconfig
+disk=$(readlink -f /dev/xvdf)
+sudo parted -s "$disk" mklabel gpt mkpart data 0% 100%
+while [ ! -e "${disk}p1" ]; do sleep 0.1; done
+sudo mkfs.ext4 -q -L spotbox-data "${disk}p1"
+mkdir -p ~/Payload
+uuid=$(sudo blkid -p -o value -s UUID "${disk}p1")
+echo "UUID=$uuid $HOME/Payload ext4 defaults,nofail 0 0" | sudo tee -a /etc/fstab >/dev/null
+while [ ! -e "/dev/disk/by-uuid/$uuid" ]; do sleep 0.1; done
+sudo mount ~/Payload && sudo chown ubuntu:ubuntu ~/Payload
+sudo install -d -o ubuntu -g ubuntu /opt/spotbox/envs && cd /opt/spotbox/envs
+python3 -m venv .uv && .uv/bin/pip install --quiet uv==0.13.9
+.uv/bin/uv venv --quiet --system-certs --python python3 course
+printf 'jupyterlab\\nmatplotlib\\npandas\\n--find-links /opt/spotbox/wheels\\ntorch==2.13.0+cpu\\n' > req.txt
+.uv/bin/uv pip install --quiet --system-certs --python course/bin/python -r req.txt
+mkdir -p ~/.jupyter && (umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' > ~/.jupyter/token)
+printf 'c.ServerApp.ip = "127.0.0.1"\\nc.ServerApp.port = {port}\\nc.ServerApp.open_browser = False\\n' \\
+  > ~/.jupyter/jupyter_config.py
+printf '[Service]\\nUser=ubuntu\\nExecStart=/opt/spotbox/envs/course/bin/python -m jupyter lab \\
+--config=/home/ubuntu/.jupyter/jupyter_config.py --IdentityProvider.token=%s\\n[Install]\\n\\
+WantedBy=multi-user.target\\n' "$(cat ~/.jupyter/token)" | sudo tee /etc/systemd/system/jl.service >/dev/null
+sudo systemctl daemon-reload && sudo systemctl enable --now jl.service
+until curl -s -o /dev/null http://127.0.0.1:{port}/api/status; do sleep 0.2; done
+"""
+
+
+def ssh(record: dict, command: str) -> None:
+    subprocess.run(boxes.ssh_argv(record, command), check=True, stdout=subprocess.DEVNULL)
+
+
+def stand_in(record: dict, path: Path) -> Path:
+    path.write_text(json.dumps({"all": {"hosts": {"stand-in": {
+        "ansible_host": "127.0.0.1", "ansible_port": record["port"], "ansible_user": "ubuntu",
+        "ansible_ssh_private_key_file": record["key"],
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+    }}}}))
+    return path
+
+
+PROFILE = "--profile" in sys.argv  # print the slowest tasks of each provision run
+
+
+def playbook(inventory: Path, name: str, *args: str) -> float:
+    env = dict(os.environ)
+    if PROFILE and name.endswith("provision.yml"):
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
+    started = time.monotonic()
+    out = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i",
+                          str(inventory), "-i", "inventory/localhost.yml", name, *args],
+                         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+    if PROFILE and name.endswith("provision.yml"):
+        print("\n".join(out.splitlines()[-22:]))
+    return time.monotonic() - started
+
+
+def main() -> int:
+    if not Path("/opt/wheels", WHEEL).exists():
+        print(f"SKIPPED: /opt/wheels/{WHEEL} (the CPU build of PyTorch) is not on this machine")
+        return 0
+    state = Path(tempfile.mkdtemp(prefix="spotbox-bench-"))
+    os.environ["SPOTBOX_LOCALCLOUD_STATE"] = str(state)
+    registry = Registry(state)
+    results = {}
+    try:
+        made = {}
+        for who in ("role", "floor"):
+            volumes.create(registry, f"bench{who}", "1G")
+            made[who] = boxes.create(registry, f"bench-{who}",
+                                     attach=[{"volume": f"bench{who}", "device": "/dev/xvdf"}])
+            inventory = stand_in(made[who], state / f"{who}.json")
+            playbook(inventory, "molecule/cuda/prepare.yml", "-e", "cuda_test_hosts=stand-in")
+            playbook(inventory, "molecule/conda/prepare.yml")
+        # The boxes share this machine's network: each Jupyter gets its own port.
+        started = time.monotonic()
+        ssh(made["floor"], FLOOR.replace("{port}", str(free_port())))
+        results["floor"] = time.monotonic() - started
+        args = [a.replace("{port}", str(free_port())) for a in ARGS]
+        args += ["-e", "spotbox_hosts=stand-in", "-e", f"spotbox_ssh_config_file={state}/ssh_config"]
+        results["first"] = playbook(state / "role.json", "playbooks/provision.yml", *args)
+        results["rerun"] = playbook(state / "role.json", "playbooks/provision.yml", *args)
+    finally:
+        cleanup.cleanup(registry)
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+    floor = results["floor"]
+    print("full provision (cuda, data volume, environment, Jupyter) on a fresh box")
+    print(f"  floor, by hand             {floor:7.1f} s   1.00x")
+    print(f"  provision.yml, first run   {results['first']:7.1f} s   "
+          f"{results['first'] / floor:.2f}x   target <= 1.30x")
+    print(f"  provision.yml, re-run      {results['rerun']:7.1f} s   "
+          f"{results['rerun'] / floor:.2f}x   target <= 20 s")
+    return 0 if results["first"] / floor <= 1.3 and results["rerun"] <= 20 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
