@@ -212,6 +212,7 @@ def test_terminate_can_snapshot_and_delete_on_request(cloud, first_launch) -> No
     (["-e", "spot_instance_interruption_behavior=stop"], "needs spot_instance_request_type "
                                                          "persistent"),
     (["-e", "spot_instance_ssh_cidr=example.com"], "spot_instance_ssh_cidr must be an IPv4"),
+    (["-e", "spot_instance_name=Bad_Name"], "spot_instance_name must be 1-31 lower-case letters"),
 ])
 def test_bad_input_fails_early_and_creates_nothing(cloud, extra, message) -> None:
     result = playbook(cloud, "launch.yml", *extra, name="badinput")
