@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import playbook, ssh, write_inventory
 
-from localcloud import boxes, cleanup  # noqa: E402
-from localcloud.registry import Registry  # noqa: E402
+from localcloud import boxes, cleanup
+from localcloud.registry import Registry
 
 WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
 ROLE_VARS = {
@@ -41,29 +40,17 @@ FLOOR = (
 )
 
 
-def ssh(record: dict, command: str) -> None:
-    subprocess.run(boxes.ssh_argv(record, command), check=True, stdout=subprocess.DEVNULL)
-
-
 def give_wheel(record: dict) -> None:
     ssh(record, "sudo install -d -m 0755 /opt/spotbox/wheels")
     subprocess.run(["cp", str(WHEEL), f"{record['root']}/opt/spotbox/wheels/"], check=True)
 
 
 def run_role(record: dict, inventory: Path) -> float:
-    inventory.write_text(json.dumps({"all": {"hosts": {record["name"]: {
-        "ansible_host": "127.0.0.1", "ansible_port": record["port"], "ansible_user": "ubuntu",
-        "ansible_ssh_private_key_file": record["key"],
-        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-    }}}}))
-    playbook = inventory.with_name("env.yml")
-    playbook.write_text(json.dumps([{"name": "Environment step", "hosts": "all",
-                                     "gather_facts": False, "roles": [{"role": "conda"}]}]))
-    started = time.monotonic()
-    subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
-                    str(playbook), "-e", json.dumps(ROLE_VARS)],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
+    write_inventory(record, inventory)
+    play = inventory.with_name("env.yml")
+    play.write_text(json.dumps([{"name": "Environment step", "hosts": "stand-in",
+                                 "gather_facts": False, "roles": [{"role": "conda"}]}]))
+    return playbook(inventory, str(play), "-e", json.dumps(ROLE_VARS))[0]
 
 
 def one_round(registry: Registry, state: Path, index: int, floor_first: bool) -> dict:

@@ -10,7 +10,6 @@ Run as root from the repository root: .venv/bin/python bench/provision.py
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import playbook, ssh, write_inventory
 
-from localcloud import boxes, cleanup, volumes  # noqa: E402
-from localcloud.procs import free_port  # noqa: E402
-from localcloud.registry import Registry  # noqa: E402
+from localcloud import boxes, cleanup, volumes
+from localcloud.procs import free_port
+from localcloud.registry import Registry
 
 WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
 ARGS = ["-e", "conda_backend=uv", "-e", "conda_framework_version=2.13.0+cpu",
@@ -59,33 +57,17 @@ until curl -s -o /dev/null http://127.0.0.1:{port}/api/status; do sleep 0.2; don
 """
 
 
-def ssh(record: dict, command: str) -> None:
-    subprocess.run(boxes.ssh_argv(record, command), check=True, stdout=subprocess.DEVNULL)
-
-
-def stand_in(record: dict, path: Path) -> Path:
-    path.write_text(json.dumps({"all": {"hosts": {"stand-in": {
-        "ansible_host": "127.0.0.1", "ansible_port": record["port"], "ansible_user": "ubuntu",
-        "ansible_ssh_private_key_file": record["key"],
-        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-    }}}}))
-    return path
-
-
 PROFILE = "--profile" in sys.argv  # print the slowest tasks of each provision run
 
 
-def playbook(inventory: Path, name: str, *args: str) -> float:
+def provision(inventory: Path, *args: str) -> float:
     env = dict(os.environ)
-    if PROFILE and name.endswith("provision.yml"):
+    if PROFILE:
         env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.profile_tasks"
-    started = time.monotonic()
-    out = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i",
-                          str(inventory), "-i", "inventory/localhost.yml", name, *args],
-                         cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
-    if PROFILE and name.endswith("provision.yml"):
+    seconds, out = playbook(inventory, "playbooks/provision.yml", *args, env=env)
+    if PROFILE:
         print("\n".join(out.splitlines()[-22:]))
-    return time.monotonic() - started
+    return seconds
 
 
 def main() -> int:
@@ -102,7 +84,7 @@ def main() -> int:
             volumes.create(registry, f"bench{who}", "1G")
             made[who] = boxes.create(registry, f"bench-{who}",
                                      attach=[{"volume": f"bench{who}", "device": "/dev/xvdf"}])
-            inventory = stand_in(made[who], state / f"{who}.json")
+            inventory = write_inventory(made[who], state / f"{who}.json")
             playbook(inventory, "molecule/cuda/prepare.yml", "-e", "cuda_test_hosts=stand-in")
             playbook(inventory, "molecule/conda/prepare.yml")
         # The boxes share this machine's network: each Jupyter gets its own port.
@@ -111,8 +93,8 @@ def main() -> int:
         results["floor"] = time.monotonic() - started
         args = [a.replace("{port}", str(free_port())) for a in ARGS]
         args += ["-e", "spotbox_hosts=stand-in", "-e", f"spotbox_ssh_config_file={state}/ssh_config"]
-        results["first"] = playbook(state / "role.json", "playbooks/provision.yml", *args)
-        results["rerun"] = playbook(state / "role.json", "playbooks/provision.yml", *args)
+        results["first"] = provision(state / "role.json", *args)
+        results["rerun"] = provision(state / "role.json", *args)
     finally:
         cleanup.cleanup(registry)
         subprocess.run(["rm", "-rf", str(state)], check=False)

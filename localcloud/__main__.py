@@ -76,6 +76,13 @@ def cmd_box_ssh(args, registry):
     os.execvp("ssh", boxes.ssh_argv(record, *args.command))
 
 
+def cmd_box_inventory(args, registry):
+    record = registry.get("box", args.name)
+    if record is None:
+        sys.exit(f"no box named {args.name}")
+    _print(boxes.ansible_inventory(record, args.host or args.name))
+
+
 def cmd_ssh_proxy(args, registry):
     from . import sshproxy
 
@@ -187,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs="*")
     p.set_defaults(func=cmd_box_ssh)
     sub.add_parser("status", help="print the registry").set_defaults(func=cmd_status)
+    p = sub.add_parser("box-inventory", help="print an Ansible inventory (JSON) reaching a box")
+    p.add_argument("name")
+    p.add_argument("--host", help="inventory host name (default: the box's name)")
+    p.set_defaults(func=cmd_box_inventory)
     p = sub.add_parser("ssh-proxy", help="ProxyCommand: reach the box standing in for an instance")
     p.add_argument("host")
     p.add_argument("port")

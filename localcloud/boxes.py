@@ -75,6 +75,15 @@ def ssh_argv(record: dict, *command: str) -> list[str]:
     ]
 
 
+def ansible_inventory(record: dict, host: str) -> dict:
+    """An Ansible inventory that reaches the box directly (not through the emulator's route)."""
+    return {"all": {"hosts": {host: {
+        "ansible_host": record["host"], "ansible_port": record["port"],
+        "ansible_user": record["user"], "ansible_ssh_private_key_file": record["key"],
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+    }}}}
+
+
 def _volume_links(attached: list[dict]) -> str:
     """tmpfiles.d lines naming each volume as EC2 would (xvd*, NVMe by-id)."""
     lines = []

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,17 @@ def local_cloud_missing() -> str | None:
 needs_local_cloud = pytest.mark.skipif(
     local_cloud_missing() is not None, reason=str(local_cloud_missing())
 )
+
+
+def ansible_env(env: dict) -> dict:
+    """env plus the exports of `python -m localcloud ansible-env` for its state dir."""
+    exports = subprocess.run([sys.executable, "-m", "localcloud", "ansible-env"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, check=True).stdout
+    result = dict(env)
+    for line in exports.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        result[key] = shlex.split(value)[0]
+    return result
 
 
 def leftovers(marker: str) -> list[str]:

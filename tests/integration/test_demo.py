@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, needs_local_cloud
+from conftest import ROOT, ansible_env, needs_local_cloud
 
 pytestmark = needs_local_cloud
 
@@ -114,12 +114,7 @@ def test_the_printed_tunnel_reaches_jupyter(demo) -> None:
 
 
 def test_second_provision_changes_nothing(demo) -> None:
-    env = dict(demo["env"])
-    exports = subprocess.run([sys.executable, "-m", "localcloud", "ansible-env"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, check=True).stdout
-    for line in exports.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = shlex.split(value)[0]
+    env = ansible_env(demo["env"])
     args = json.loads((demo["state"] / "demo-args.json").read_text())
     started = time.monotonic()
     rerun = subprocess.run(

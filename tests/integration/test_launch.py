@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import stat
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import ROOT, needs_local_cloud
+from conftest import ROOT, ansible_env, needs_local_cloud
 
 pytestmark = needs_local_cloud
 BOX = "itest"
@@ -41,9 +40,7 @@ def cloud(tmp_path_factory):
     try:
         localcloud(env, "moto-start")
         localcloud(env, "box-create", f"spotbox-{BOX}")
-        for line in localcloud(env, "ansible-env").splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = shlex.split(value)[0]
+        env = ansible_env(env)
         env["HOME"] = str(state)  # the key pair's .pem goes to $HOME/.ssh
         (state / ".ssh").mkdir(mode=0o700)
         (state / "inventory").mkdir()
