@@ -90,13 +90,17 @@ def conda_missing_packages(stderr: str) -> str:
             "that has it to conda_channels")
 
 
-def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int = 100) -> dict:
+def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int = 100,
+                    exclude: frozenset[int] = frozenset()) -> dict:
     """The requested port if nothing listens there on this controller, else the next free one.
 
-    Returns {"port": N, "reason": "..."} so that the summary can say which and why.
+    Ports in exclude (given to other boxes' tunnels) count as taken. Returns
+    {"port": N, "reason": "..."} so that the summary can say which and why.
     """
     requested = int(requested)
     for port in range(requested, min(requested + tries, 65536)):
+        if port in exclude:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
@@ -104,10 +108,23 @@ def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int =
                 continue
         if port == requested:
             return {"port": port, "reason": f"{port} is free on this machine"}
-        return {"port": port, "reason": f"{requested} is taken on this machine (a local Jupyter?), "
+        why = "another box's tunnel has it" if requested in exclude else "a local Jupyter?"
+        return {"port": port, "reason": f"{requested} is taken on this machine ({why}), "
                 f"so the tunnel uses {port}"}
     raise AnsibleFilterError(f"no free local port in {requested}-{requested + tries - 1}; "
                              "set spotbox_local_port to another start")
+
+
+def free_local_ports(names: list[str], requested: int = 8888) -> dict:
+    """A free local port for each box's tunnel, all different: {name: {"port", "reason"}}.
+
+    Box N asks for requested + N, so that the same boxes keep the same ports.
+    """
+    chosen: dict[str, dict] = {}
+    for index, name in enumerate(names):
+        taken = frozenset(choice["port"] for choice in chosen.values())
+        chosen[name] = free_local_port(int(requested) + index, exclude=taken)
+    return chosen
 
 
 class FilterModule:
@@ -120,4 +137,5 @@ class FilterModule:
             "spotbox_env_to_requirements": env_to_requirements,
             "spotbox_conda_missing_packages": conda_missing_packages,
             "spotbox_free_local_port": free_local_port,
+            "spotbox_free_local_ports": free_local_ports,
         }

@@ -78,3 +78,23 @@ def test_free_local_port_skips_a_taken_port() -> None:
         assert result["port"] > taken
         assert f"{taken} is taken on this machine" in result["reason"]
     assert free_local_port(taken)["port"] == taken
+
+
+def test_free_local_ports_never_give_two_boxes_the_same_port() -> None:
+    import socket
+
+    from spotbox import free_local_ports
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        # Box a is pushed to taken + 1, which box b asked for: b moves on.
+        result = free_local_ports(["a", "b", "c"], taken)
+    ports = [result[name]["port"] for name in "abc"]
+    assert len(set(ports)) == 3
+    assert ports[0] > taken and ports[1] > ports[0] and ports[2] > ports[1]
+    assert "a local Jupyter?" in result["a"]["reason"]
+    if ports[0] == taken + 1:
+        assert "another box's tunnel has it" in result["b"]["reason"]
+    assert free_local_ports([], taken) == {}
