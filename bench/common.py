@@ -1,17 +1,22 @@
-"""Helpers shared by the benchmarks: reach a local-cloud box, run a playbook on it."""
+"""Helpers shared by the benchmarks: reach a local-cloud box, run a playbook on
+it, time the role against the floor in rounds."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from localcloud import boxes  # noqa: E402
+from localcloud import boxes, cleanup  # noqa: E402
+from localcloud.registry import Registry  # noqa: E402
 
 
 def ssh(record: dict, command: str) -> None:
@@ -30,3 +35,34 @@ def playbook(inventory: Path, name: str, *args: str, env: dict | None = None) ->
                           str(inventory), "-i", "inventory/localhost.yml", name, *args],
                          cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     return time.monotonic() - started, out
+
+
+def time_pair(floor: Callable[[], object], role: Callable[[], object], floor_first: bool) -> dict:
+    """Seconds of the floor (by hand) and the role's first run, in that order or the
+    other, then of the role's re-run: {"floor", "first", "rerun"}."""
+    order = [("floor", floor), ("first", role)]
+    if not floor_first:
+        order.reverse()
+    times = {}
+    for name, step in [*order, ("rerun", role)]:
+        started = time.monotonic()
+        step()
+        times[name] = time.monotonic() - started
+    return times
+
+
+def run_rounds(count: int, one_round: Callable[[Registry, Path, int, bool], dict]) -> list[dict]:
+    """count rounds of one_round(registry, state, index, floor_first) in a private
+    local-cloud state directory, ended and removed afterwards.
+
+    PyPI's speed varies from minute to minute and a warm proxy favours whoever
+    goes second: the rounds alternate who goes first, so compare medians.
+    """
+    state = Path(tempfile.mkdtemp(prefix="spotbox-bench-"))
+    os.environ["SPOTBOX_LOCALCLOUD_STATE"] = str(state)
+    registry = Registry(state)
+    try:
+        return [one_round(registry, state, index, index % 2 == 0) for index in range(count)]
+    finally:
+        cleanup.cleanup(registry)
+        subprocess.run(["rm", "-rf", str(state)], check=False)

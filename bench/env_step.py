@@ -10,17 +10,14 @@ Each box downloads its packages from PyPI, so network speed shows in both.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from common import playbook, ssh, write_inventory
+from common import playbook, run_rounds, ssh, time_pair, write_inventory
 
-from localcloud import boxes, cleanup
+from localcloud import boxes
 from localcloud.registry import Registry
 
 WHEEL = Path("/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl")
@@ -58,15 +55,8 @@ def one_round(registry: Registry, state: Path, index: int, floor_first: bool) ->
     floor_box = boxes.create(registry, f"bench-floor-{index}")
     for record in (role_box, floor_box):
         give_wheel(record)
-    times = {}
-    for who in (("floor", "role") if floor_first else ("role", "floor")):
-        if who == "floor":
-            started = time.monotonic()
-            ssh(floor_box, FLOOR)
-            times["floor"] = time.monotonic() - started
-        else:
-            times["first"] = run_role(role_box, state / f"inventory-{index}.json")
-    times["rerun"] = run_role(role_box, state / f"inventory-{index}.json")
+    times = time_pair(lambda: ssh(floor_box, FLOOR),
+                      lambda: run_role(role_box, state / f"inventory-{index}.json"), floor_first)
     for record in (role_box, floor_box):
         boxes.destroy(registry, record["name"])
     return times
@@ -77,16 +67,7 @@ def main() -> int:
         print(f"SKIPPED: {WHEEL} (the CPU build of PyTorch) is not on this machine")
         return 0
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    state = Path(tempfile.mkdtemp(prefix="spotbox-bench-"))
-    os.environ["SPOTBOX_LOCALCLOUD_STATE"] = str(state)
-    registry = Registry(state)
-    try:
-        # Downloads go through the same network: alternate who goes first,
-        # and compare medians, so that a warm proxy favours neither side.
-        results = [one_round(registry, state, i, floor_first=i % 2 == 0) for i in range(rounds)]
-    finally:
-        cleanup.cleanup(registry)
-        subprocess.run(["rm", "-rf", str(state)], check=False)
+    results = run_rounds(rounds, one_round)
     floor, first, rerun = (statistics.median(r[k] for r in results)
                            for k in ("floor", "first", "rerun"))
     print(f"environment step (jupyterlab, matplotlib, pandas, torch CPU) on a fresh box, "

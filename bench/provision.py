@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from common import playbook, ssh, write_inventory
+from common import playbook, run_rounds, ssh, time_pair, write_inventory
 
-from localcloud import boxes, cleanup, volumes
+from localcloud import boxes, volumes
 from localcloud.procs import free_port
 from localcloud.registry import Registry
 
@@ -87,15 +84,8 @@ def one_round(registry: Registry, state: Path, index: int, floor_first: bool) ->
     # The boxes share this machine's network: each Jupyter gets its own port.
     args = [a.replace("{port}", str(free_port())) for a in ARGS]
     args += ["-e", "spotbox_hosts=stand-in", "-e", f"spotbox_ssh_config_file={state}/ssh_config"]
-    times = {}
-    for who in (("floor", "role") if floor_first else ("role", "floor")):
-        if who == "floor":
-            started = time.monotonic()
-            ssh(floor_box, FLOOR.replace("{port}", str(free_port())))
-            times["floor"] = time.monotonic() - started
-        else:
-            times["first"] = provision(role_inventory, *args)
-    times["rerun"] = provision(role_inventory, *args)
+    times = time_pair(lambda: ssh(floor_box, FLOOR.replace("{port}", str(free_port()))),
+                      lambda: provision(role_inventory, *args), floor_first)
     for record in (role_box, floor_box):
         boxes.destroy(registry, record["name"])
     return times
@@ -107,16 +97,7 @@ def main() -> int:
         return 0
     numbers = [a for a in sys.argv[1:] if a.isdigit()]
     rounds = int(numbers[0]) if numbers else 3
-    state = Path(tempfile.mkdtemp(prefix="spotbox-bench-"))
-    os.environ["SPOTBOX_LOCALCLOUD_STATE"] = str(state)
-    registry = Registry(state)
-    try:
-        # PyPI's speed varies from minute to minute: alternate who goes first,
-        # compare each round's pair (run back to back), report medians.
-        results = [one_round(registry, state, i, floor_first=i % 2 == 0) for i in range(rounds)]
-    finally:
-        cleanup.cleanup(registry)
-        subprocess.run(["rm", "-rf", str(state)], check=False)
+    results = run_rounds(rounds, one_round)
     floor, first, rerun = (statistics.median(r[k] for r in results) for k in ("floor", "first", "rerun"))
     ratio = statistics.median(r["first"] / r["floor"] for r in results)
     print(f"full provision (cuda, data volume, environment, Jupyter) on a fresh box, median of {rounds} rounds")
