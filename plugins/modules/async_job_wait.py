@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 module: async_job_wait
 short_description: Wait for an async job that holds a lock while it runs, and return its result
 description:
-  - For a job started with C(async) and C(poll: 0) whose command takes an exclusive
+  - For a job started with C(async) and C(poll) set to 0 whose command takes an exclusive
     C(flock) on O(lock) for its lifetime. Blocks on that lock, so it returns the moment
     the job ends, without polling; then reads the job's result file, as
     M(ansible.builtin.async_status) does, in the same round trip.
