@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
@@ -127,6 +128,14 @@ def free_local_ports(names: list[str], requested: int = 8888) -> dict:
     return chosen
 
 
+def ssh_target(box: Mapping, name: str) -> dict:
+    """How ssh reaches a box, from its host vars: {"host", "user", "key"} (key "" when
+    the inventory names none: ssh's own default). One place for the tunnel command
+    and the ssh config entry."""
+    return {"host": box.get("ansible_host", name), "user": box.get("ansible_user", "ubuntu"),
+            "key": box.get("ansible_ssh_private_key_file", "")}
+
+
 class FilterModule:
     """spotbox's filters."""
 
@@ -138,4 +147,5 @@ class FilterModule:
             "spotbox_conda_missing_packages": conda_missing_packages,
             "spotbox_free_local_port": free_local_port,
             "spotbox_free_local_ports": free_local_ports,
+            "spotbox_ssh_target": ssh_target,
         }

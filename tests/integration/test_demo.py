@@ -70,6 +70,23 @@ def tunnel_and_url(demo) -> tuple[list[str], str, int]:
     return shlex.split(tunnel.group(1)), url.group(1), int(tunnel.group(2))
 
 
+def test_the_ssh_config_entry_is_the_printed_tunnel(demo) -> None:
+    argv, _, _ = tunnel_and_url(demo)
+    key, forward, login = argv[2], argv[5], argv[6]
+    user, host = login.split("@")
+    local, remote_host, remote_port = forward.split(":")
+    # ssh -G: the entry as ssh itself resolves it.
+    config = demo["state"] / "ssh_config"
+    resolved = subprocess.run(["ssh", "-G", "-F", str(config), "spotbox-demo"],
+                              capture_output=True, text=True, check=True).stdout
+    options = {}
+    for line in resolved.splitlines():
+        name, _, value = line.partition(" ")
+        options.setdefault(name.lower(), value)
+    assert (options["hostname"], options["user"], options["identityfile"]) == (host, user, key)
+    assert options["localforward"] == f"{local} [{remote_host}]:{remote_port}"
+
+
 def test_the_printed_tunnel_reaches_jupyter(demo) -> None:
     argv, url, port = tunnel_and_url(demo)
     assert port != 8888

@@ -98,3 +98,14 @@ def test_free_local_ports_never_give_two_boxes_the_same_port() -> None:
     if ports[0] == taken + 1:
         assert "another box's tunnel has it" in result["b"]["reason"]
     assert free_local_ports([], taken) == {}
+
+
+def test_ssh_target_reads_the_inventory_with_ssh_defaults() -> None:
+    from spotbox import ssh_target
+
+    box = {"ansible_host": "203.0.113.7", "ansible_user": "ec2-user",
+           "ansible_ssh_private_key_file": "/keys/course.pem"}
+    assert ssh_target(box, "spotbox-course") == {
+        "host": "203.0.113.7", "user": "ec2-user", "key": "/keys/course.pem"}
+    assert ssh_target({}, "gpu.example.org") == {
+        "host": "gpu.example.org", "user": "ubuntu", "key": ""}
