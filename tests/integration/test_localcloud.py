@@ -81,12 +81,30 @@ def test_moto_server_answers_and_stops(state: Path) -> None:
     assert leftovers(str(record["pid"])) == [] or not Path(f"/proc/{record['pid']}").exists()
 
 
+def _as_from_a_terminal() -> None:
+    # A test run started in the background (`cmd &` without job control)
+    # inherits SIGINT ignored, and so would the session's command: Ctrl-C
+    # comes from a terminal, where it is not.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _session(state_marker_dir: Path, script: str) -> subprocess.Popen:
     env = {**os.environ, "TMPDIR": str(state_marker_dir)}
     return subprocess.Popen(
         [sys.executable, "-m", "localcloud", "session", "--", "bash", "-c", script],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_as_from_a_terminal,
     )
+
+
+def _ended(proc: subprocess.Popen, timeout: float) -> str:
+    """The session's output once it ended; ended by SIGTERM (and failed) if it did not."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        output = proc.communicate(timeout=120)[0]
+        pytest.fail(f"the session did not end within {timeout:.0f} s:\n{output}")
 
 
 START_EVERYTHING = (
@@ -99,7 +117,7 @@ START_EVERYTHING = (
 
 def test_session_ends_everything_after_a_failing_command(tmp_path: Path) -> None:
     proc = _session(tmp_path, START_EVERYTHING + " && exit 3")
-    output, _ = proc.communicate(timeout=120)
+    output = _ended(proc, 120)
     assert "READY" in output, output
     assert proc.returncode == 3, "the session must pass the command's failure on"
     assert "session cleanup ended box lc-session" in output
@@ -114,7 +132,7 @@ def test_session_ends_everything_after_ctrl_c(tmp_path: Path) -> None:
         if "READY" in line:
             break
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=60)
+    output = _ended(proc, 60)
     assert proc.returncode != 0
     assert "session cleanup ended box lc-session" in output
     assert leftovers(str(tmp_path)) == []
