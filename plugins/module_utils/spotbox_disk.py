@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 EBS_BY_ID = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_"
 
@@ -112,3 +113,13 @@ def can_grow(disk_sectors: int, start: int, size: int, slack: int = 2048 * 2) ->
     GPT keeps 33 sectors at the end; anything over `slack` sectors (2 MiB) is growth.
     """
     return disk_sectors - (start + size) > slack
+
+
+def wait_for_path(path: str, seconds: float) -> bool:
+    """Whether path exists, waiting up to seconds for it (0: look once)."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -37,6 +37,13 @@ options:
     description: The filesystem wanted.
     type: str
     default: ext4
+  uuid_link_timeout:
+    description:
+      - Seconds to wait, when the target holds a filesystem, for its C(/dev/disk/by-uuid)
+        link (udev makes it an instant after the filesystem appears; mounts by UUID need
+        it); fails when it does not appear. 0 neither waits nor looks.
+    type: int
+    default: 0
 author: spotbox
 """
 
@@ -88,6 +95,7 @@ from ansible.module_utils.spotbox_disk import (
     decide,
     partition_path,
     resolve,
+    wait_for_path,
 )
 
 
@@ -115,6 +123,7 @@ def main() -> None:
             "device": {"type": "str", "default": ""},
             "layout": {"type": "str", "default": "gpt", "choices": ["gpt", "whole"]},
             "fstype": {"type": "str", "default": "ext4"},
+            "uuid_link_timeout": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -149,6 +158,11 @@ def main() -> None:
         (p["uuid"] for p in partitions if p["path"] == target), "")
     grow = bool(partitions) and params["layout"] == "gpt" and can_grow(
         sysfs_int(name, "size"), partitions[0]["start"], partitions[0]["sectors"])
+    link, seconds = f"/dev/disk/by-uuid/{uuid}", params["uuid_link_timeout"]
+    if uuid and seconds > 0 and not wait_for_path(link, seconds):
+        module.fail_json(msg=f"{link} (the link to {target}) did not appear within {seconds} s "
+                             "(data_volume_udev_timeout): is udev running?",
+                         disk=disk, target=target, uuid=uuid)
     module.exit_json(changed=False, disk=disk, target=target, state=decision["state"],
                      uuid=uuid, grow_partition=grow, partitions=partitions)
 

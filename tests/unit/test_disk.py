@@ -81,3 +81,17 @@ def test_growth_detection() -> None:
     assert not disk.can_grow(2097152, 2048, 2097152 - 2048 - 33)
     # The same partition after the volume became 2 GiB.
     assert disk.can_grow(4194304, 2048, 2097152 - 2048 - 33)
+
+
+def test_the_uuid_link_is_waited_for_then_given_up(tmp_path) -> None:
+    import threading
+    import time
+
+    link = tmp_path / "by-uuid" / "0f3c"
+    threading.Timer(0.3, lambda: (link.parent.mkdir(), link.symlink_to("/dev/null"))).start()
+    started = time.monotonic()
+    assert disk.wait_for_path(str(link), 5) is True
+    assert 0.25 < time.monotonic() - started < 3
+    started = time.monotonic()
+    assert disk.wait_for_path(str(tmp_path / "never"), 0.3) is False
+    assert 0.25 < time.monotonic() - started < 2
