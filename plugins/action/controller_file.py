@@ -40,10 +40,13 @@ class ActionModule(ActionBase):
         except ValueError:
             raise AnsibleActionFail(f"controller_file: mode {args['mode']!r} is not "
                                     "an octal string such as '0600'") from None
-        before = _read(dest)
-        changed = before != content or os.stat(dest).st_mode & 0o7777 != mode
-        if changed and not self._task.check_mode:
-            _write(dest, content, mode)
+        try:
+            before = _read(dest)
+            changed = before != content or os.stat(dest).st_mode & 0o7777 != mode
+            if changed and not self._task.check_mode:
+                _write(dest, content, mode)
+        except OSError as error:
+            raise AnsibleActionFail(f"controller_file could not write {dest}: {error}") from None
         result.update(changed=changed, dest=dest)
         if self._task.diff and before != content:
             result["diff"] = {"before": before or "", "after": content,

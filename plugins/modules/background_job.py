@@ -146,11 +146,11 @@ def run_job(script: str, lock: IO[str], result_file: str, job_id: str, timeout: 
             stdout, stderr = proc.communicate(timeout=timeout)
             result = {"rc": proc.returncode}
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
+            _signal_group(proc.pid, signal.SIGTERM)
             try:
                 stdout, stderr = proc.communicate(timeout=KILL_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _signal_group(proc.pid, signal.SIGKILL)
                 stdout, stderr = proc.communicate()
             result = {"rc": None, "timed_out": True,
                       "msg": f"the job was stopped after {timeout:g} s (its timeout)"}
@@ -158,6 +158,11 @@ def run_job(script: str, lock: IO[str], result_file: str, job_id: str, timeout: 
         write_result(result_file, {**result, "id": job_id, "stdout": stdout.rstrip("\r\n"),
                                    "stderr": stderr.rstrip("\r\n")})
     return 0
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.killpg(pid, sig)
 
 
 def start(script: str, path: str, user: pwd.struct_passwd, files: dict, timeout: float) -> dict:
@@ -187,7 +192,11 @@ def start(script: str, path: str, user: pwd.struct_passwd, files: dict, timeout:
             with contextlib.suppress(OSError):
                 os.write(report_write, f"error {error}".encode())
             os._exit(1)
-        os._exit(run_job(script, lock, files["result_file"], job_id, timeout))
+        code = 1  # no result written: background_job_wait says the job died
+        try:
+            code = run_job(script, lock, files["result_file"], job_id, timeout)
+        finally:
+            os._exit(code)  # never back into the module's code
     os.close(report_write)
     os.waitpid(first, 0)
     with os.fdopen(report_read, encoding="utf-8") as report:

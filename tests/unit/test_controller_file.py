@@ -63,3 +63,9 @@ def test_a_mode_that_is_not_octal_is_refused(tmp_path: Path) -> None:
     assert result["failed"] is True
     assert "mode 'rw-------' is not an octal string" in result["msg"]
     assert not (tmp_path / "config").exists()
+
+
+def test_a_file_it_cannot_write_is_named(tmp_path: Path) -> None:
+    result = write(tmp_path, "/proc/spotbox_config")
+    assert result["failed"] is True
+    assert result["msg"].startswith("controller_file could not write /proc/spotbox_config:")
