@@ -114,13 +114,11 @@ def wait_for_job(job: dict, timeout: float,
     deadline = clock() + timeout
     while True:
         wait_for_lock(job["lock"], deadline - clock())
+        gone = not alive(job["pid"])  # before reading: a job gone by now wrote all it will
         result = read_result(job["result_file"])
         if result.get("id") == job["id"]:
             return {**result, "finished": True}
-        if not alive(job["pid"]):
-            result = read_result(job["result_file"])  # it may have ended just now
-            if result.get("id") == job["id"]:
-                return {**result, "finished": True}
+        if gone:
             return {"finished": True, "rc": None, "stdout": "", "stderr": "",
                     "msg": f"the job (pid {job['pid']}) ended without writing its result "
                            f"to {job['result_file']}: was it killed?"}
