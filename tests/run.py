@@ -7,9 +7,11 @@ Usage: tests/run.py all | lint | unit | molecule [SCENARIO...] | integration
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,15 +46,44 @@ def integration_steps() -> list[tuple[str, list[str]]]:
                                      "tests/integration"])]
 
 
+# Lines that say why a step failed (Ansible, Molecule, pytest); CI shows only
+# the end of the output, so they are printed again there.
+REASON = re.compile(r"fatal:|failed:|FAILED|ERROR|CRITICAL|Error:|^E  |AssertionError|timed out")
+REASONS_KEPT = 8
+REASON_WIDTH = 600
+
+
+def run_step(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
+    """Run cmd, passing its output through; its exit code and its last reason lines."""
+    reasons: deque[str] = deque(maxlen=REASONS_KEPT)
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if REASON.search(line):
+                reasons.append(shorten(line.strip()))
+    return proc.returncode, list(reasons)
+
+
+def shorten(line: str) -> str:
+    return line if len(line) <= REASON_WIDTH else f"{line[:REASON_WIDTH]} [...]"
+
+
 def main(argv: list[str]) -> int:
     what = argv[0] if argv else "all"
-    steps = {
+    kinds = {
         "lint": lint_steps,
         "unit": unit_steps,
         "integration": integration_steps,
         "molecule": lambda: molecule_steps(argv[1:]),
         "all": lambda: lint_steps() + unit_steps() + integration_steps() + molecule_steps([]),
-    }[what]()
+    }
+    if what not in kinds:
+        print(f"tests/run.py: no such step {what!r}; {__doc__.strip().splitlines()[-1]}",
+              file=sys.stderr)
+        return 2
+    steps = kinds[what]()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
            "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", "NO_COLOR": "1"}
     results = []
@@ -60,15 +91,19 @@ def main(argv: list[str]) -> int:
     for name, cmd in steps:
         print(f"\n===== {name}: {' '.join(cmd)}", flush=True)
         step_start = time.monotonic()
-        code = subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
-        results.append((name, code, time.monotonic() - step_start))
+        code, reasons = run_step(cmd, env)
+        results.append((name, code, time.monotonic() - step_start, reasons))
     total = time.monotonic() - started
     print("\n===== timing breakdown")
-    for name, code, seconds in results:
+    for name, code, seconds, _ in results:
         share = seconds / total if total else 0
         print(f"  {'ok  ' if code == 0 else 'FAIL'} {name:<34} {seconds:7.1f}s  {share:6.1%}")
     print(f"  total {total:.1f}s")
-    failed = sum(1 for _, code, _ in results if code)
+    for name, code, _, reasons in results:
+        if code:
+            print(f"===== {name} failed (exit {code}); its last error lines:")
+            print("\n".join(f"  {line}" for line in reasons) or "  (none found: see above)")
+    failed = sum(1 for _, code, _, _ in results if code)
     print(f"suite: {len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
