@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -50,20 +51,69 @@ def integration_steps() -> list[tuple[str, list[str]]]:
 # the end of the output, so they are printed again there.
 REASON = re.compile(r"fatal:|failed:|FAILED|ERROR|CRITICAL|Error:|^E  |AssertionError|timed out")
 REASONS_KEPT = 8
-REASON_WIDTH = 600
+REASON_WIDTH = 800
+OUTPUT_GRACE_SECONDS = 5
+
+
+class ErrorLines:
+    """The last REASONS_KEPT error lines of a step's output, each with the indented
+    lines under it (Ansible's YAML result: "fatal: [box]: FAILED! =>" then "  msg: ...")
+    joined on, minus errors Ansible ignored ("...ignoring" after them)."""
+
+    def __init__(self) -> None:
+        self.kept: deque[str] = deque(maxlen=REASONS_KEPT)
+        self.open = False  # the last kept line takes the indented lines that follow
+
+    def feed(self, line: str) -> None:
+        text = line.strip()
+        if self.open and text and line[:1].isspace():
+            self.kept[-1] = f"{self.kept[-1]} {text}"
+        elif text == "...ignoring" and self.kept:
+            self.kept.pop()
+            self.open = False
+        else:
+            self.open = bool(REASON.search(line))
+            if self.open:
+                self.kept.append(text)
+
+    def lines(self) -> list[str]:
+        return [shorten(line) for line in self.kept]
 
 
 def run_step(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
-    """Run cmd, passing its output through; its exit code and its last reason lines."""
-    reasons: deque[str] = deque(maxlen=REASONS_KEPT)
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+    """Run cmd, passing its output through; its exit code and its last error lines."""
+    errors = ErrorLines()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, errors="replace")
+
+    def pass_through() -> None:
         for line in proc.stdout:
             sys.stdout.write(line)
             sys.stdout.flush()
-            if REASON.search(line):
-                reasons.append(shorten(line.strip()))
-    return proc.returncode, list(reasons)
+            errors.feed(line)
+
+    reader = threading.Thread(target=pass_through, daemon=True)
+    reader.start()
+    code = proc.wait()
+    # A process the step left behind may hold the pipe open: the step is over
+    # when cmd exits, not when its output ends.
+    reader.join(timeout=OUTPUT_GRACE_SECONDS)
+    return code, errors.lines()
+
+
+# What uv, pip and curl say when PyPI or the network let them down: the boxes
+# download from PyPI, so a Molecule scenario that failed with one of these is
+# run once more (said in the output), and fails the suite only if it fails again.
+NETWORK_ERROR = re.compile(
+    r"error sending request|tcp connect error|dns error|Temporary failure in name resolution"
+    r"|Connection reset|Connection refused|connection broken|ConnectionError|ReadTimeout"
+    r"|failed to lookup address|operation timed out|HTTP status server error|Could not fetch URL",
+    re.IGNORECASE)
+
+
+def network_error(reasons: list[str]) -> str | None:
+    """The first error line that blames the network, or None."""
+    return next((line for line in reasons if NETWORK_ERROR.search(line)), None)
 
 
 def shorten(line: str) -> str:
@@ -92,6 +142,11 @@ def main(argv: list[str]) -> int:
         print(f"\n===== {name}: {' '.join(cmd)}", flush=True)
         step_start = time.monotonic()
         code, reasons = run_step(cmd, env)
+        blamed = network_error(reasons) if code and name.startswith("molecule:") else None
+        if blamed:
+            print(f"\n===== {name} again: it failed on the network: {blamed}", flush=True)
+            code, reasons = run_step(cmd, env)
+            name = f"{name} (2nd try)"
         results.append((name, code, time.monotonic() - step_start, reasons))
     total = time.monotonic() - started
     print("\n===== timing breakdown")
