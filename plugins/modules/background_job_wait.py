@@ -79,7 +79,9 @@ def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
+    # ProcessLookupError: reaped between the open and the read (the job ends
+    # the moment it lets go of the lock this module was waiting on).
+    except (FileNotFoundError, ProcessLookupError):
         return False
 
 

@@ -70,6 +70,22 @@ def test_a_job_killed_before_its_result_is_reported(tmp_path: Path) -> None:
     assert f"pid {job['pid']}" in result["msg"] and "without writing its result" in result["msg"]
 
 
+def test_a_job_reaped_while_its_state_is_read_is_gone(monkeypatch) -> None:
+    # The wait wakes when the job lets go of its lock, just before the job
+    # exits: /proc/PID/stat can vanish between the open and the read (ESRCH).
+    job = subprocess.Popen(["sleep", "30"])
+    real_open = open
+
+    def open_then_reap(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        job.kill()
+        job.wait()
+        return handle
+
+    monkeypatch.setattr(waiter, "open", open_then_reap, raising=False)
+    assert waiter.alive(job.pid) is False
+
+
 def test_gives_up_after_the_timeout_while_the_lock_is_held(tmp_path: Path) -> None:
     lock = tmp_path / "build.lock"
     handle = lock.open("w")
@@ -197,3 +213,38 @@ def test_through_ansible_a_job_that_fails(tmp_path: Path) -> None:
     assert result["failed"] is True
     assert (result["rc"], result["stderr"]) == (3, "went wrong")
     assert result["msg"] == "the job failed (rc 3)"
+
+
+WAIT_THROUGH_THE_ROLE = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Wait for a job through the conda role
+      ansible.builtin.include_role:
+        name: conda
+        tasks_from: finish
+      vars:
+        conda_backend: uv
+        conda_user: {user}
+        __conda_build_job: {{id: x, pid: 1, lock: "{lock}", result_file: "{lock}/r.json"}}
+"""
+
+
+def test_through_the_role_an_error_of_the_wait_itself_is_told(tmp_path: Path) -> None:
+    # A folder where the lock should be: the wait raises (IsADirectoryError).
+    # Ansible drops a failed module's message when failed_when hides the
+    # failure; the role must still say what went wrong.
+    root = Path(__file__).resolve().parents[2]
+    playbook = tmp_path / "wait.yml"
+    playbook.write_text(WAIT_THROUGH_THE_ROLE.format(user=ME.pw_name, lock=tmp_path))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
+           "ANSIBLE_STDOUT_CALLBACK": "json"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory/localhost.yml",
+         str(playbook)], cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    tasks = json.loads(done.stdout)["plays"][0]["tasks"]
+    failed = [task for task in tasks if task["hosts"]["localhost"].get("failed")]
+    assert [task["task"]["name"] for task in failed] == [
+        "conda : Wait for the environment's build to end and read its result"]
+    assert "Is a directory" in failed[0]["hosts"]["localhost"]["msg"]
