@@ -21,25 +21,28 @@ def start_detached(argv: list[str], log: Path, env: dict[str, str] | None = None
     return proc.pid
 
 
-def proc_start_time(pid: int) -> str | None:
-    """Return the kernel's start time of pid (field 22 of /proc/PID/stat)."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), None when gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except OSError:
+    except OSError:  # gone, also between the open and the read (ProcessLookupError)
         return None
     # The command name (field 2) may hold spaces; fields after ')' are fixed.
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def proc_start_time(pid: int) -> str | None:
+    """Return the kernel's start time of pid (field 22 of /proc/PID/stat)."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
 
 
 def alive(pid: int, start_time: str | None) -> bool:
     """True when pid runs and is the same process we started (no pid reuse)."""
-    current = proc_start_time(pid)
-    if current is None:
+    fields = _stat_fields(pid)  # one read: the process may end between two
+    if fields is None or fields[0] == "Z":
         return False
-    state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
-    if state == "Z":
-        return False
-    return start_time is None or current == start_time
+    return start_time is None or fields[19] == start_time
 
 
 def stop(pid: int, start_time: str | None, timeout: float = 15.0) -> None:

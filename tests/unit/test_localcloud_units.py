@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from localcloud import boxes, procs, rootfs
 from localcloud.registry import Registry
@@ -30,6 +33,32 @@ def test_alive_detects_pid_reuse() -> None:
     me = os.getpid()
     assert procs.alive(me, procs.proc_start_time(me))
     assert not procs.alive(me, "1")  # same pid, other start time: not ours
+
+
+@pytest.mark.parametrize("ends_on_read", [1, 2])
+def test_a_process_that_ends_while_its_stat_is_read_is_not_alive(monkeypatch,
+                                                                 ends_on_read: int) -> None:
+    # stop() polls alive() while the process ends: /proc/PID/stat can vanish
+    # between the open and the read (ESRCH), on any read alive() makes.
+    ending = subprocess.Popen(["sleep", "30"])
+    started_at = procs.proc_start_time(ending.pid)
+    reads = []
+
+    class EndsWhileRead(type(Path())):
+        def read_text(self, *args, **kwargs):
+            with self.open(*args, **kwargs) as handle:
+                reads.append(self)
+                if len(reads) == ends_on_read:
+                    ending.kill()
+                    ending.wait()
+                return handle.read()
+
+    monkeypatch.setattr(procs, "Path", EndsWhileRead)
+    try:
+        assert procs.alive(ending.pid, started_at) is (ending.poll() is None)
+    finally:
+        ending.kill()
+        ending.wait()
 
 
 def test_volume_links_name_xvd_and_nvme_serial() -> None:
