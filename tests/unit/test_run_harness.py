@@ -107,8 +107,14 @@ def test_network_errors_are_told_apart(message: str) -> None:
     assert run.network_error(["TASK [x]", line]) == line
 
 
-def test_a_package_that_does_not_exist_is_not_the_network() -> None:
-    assert run.network_error([f"fatal: [spotbox-env]: FAILED! => msg: {UV_MISSPELT}"]) is None
+UNREACHABLE = ("fatal: [spotbox-env]: UNREACHABLE! => changed: false msg: 'Failed to connect to "
+               "the host via ssh: ssh: connect to host 127.0.0.1 port 40022: Connection refused'")
+
+
+@pytest.mark.parametrize("line", [f"fatal: [spotbox-env]: FAILED! => msg: {UV_MISSPELT}",
+                                  UNREACHABLE])
+def test_a_missing_package_or_a_box_that_does_not_answer_is_not_the_network(line: str) -> None:
+    assert run.network_error([line]) is None
 
 
 FIXTURES = run.ROOT / "tests" / "unit" / "fixtures"
