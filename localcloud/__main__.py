@@ -95,15 +95,90 @@ def cmd_ansible_env(args, registry):
     if record is None:
         sys.exit("the AWS emulator is not running: python -m localcloud moto-start")
     repo = Path(__file__).resolve().parent.parent
+    # Host keys are checked as on AWS: the only difference is the route. The
+    # inventory spotbox writes says which known_hosts file and accept-new.
     ssh_args = (
         "-o ControlMaster=auto -o ControlPersist=60s "
-        f"-o UserKnownHostsFile={registry.root}/known_hosts -o StrictHostKeyChecking=no "
         f"-o ProxyCommand='{sys.executable} -m localcloud ssh-proxy %h %p'"
     )
     env = {**moto.aws_env(record), "ANSIBLE_SSH_ARGS": ssh_args,
            "PYTHONPATH": str(repo), "SPOTBOX_LOCALCLOUD_STATE": str(registry.root)}
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
+
+
+def _layer_client(registry, service):
+    """A boto3 client through the running layer as the account root, None if it is not running."""
+    record = registry.get("moto", moto.NAME)
+    if record is None:
+        return None
+    import boto3
+
+    env = moto.aws_env(record)
+    return boto3.session.Session().client(
+        service, region_name=env["AWS_REGION"], endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def cmd_quota(args, registry):
+    from .awslayer import switches
+
+    with switches.edit(registry.root) as data:
+        data["quotas"][args.code] = float(args.value)
+    print(f"localcloud: quota {args.code} = {float(args.value):g}")
+
+
+def cmd_capacity(args, registry):
+    from .awslayer import switches
+
+    pair = [args.type, args.zone]
+    with switches.edit(registry.root) as data:
+        data["capacity_off"] = [p for p in data["capacity_off"] if p != pair]
+        if args.state == "off":
+            data["capacity_off"].append(pair)
+    print(f"localcloud: capacity of {args.type} in {args.zone}: {args.state}")
+
+
+def cmd_account(args, registry):
+    from .awslayer import switches
+
+    with switches.edit(registry.root) as data:
+        if args.spot_role is not None:
+            data["spot_role"] = args.spot_role
+        if args.default_vpc is not None:
+            data["default_vpc"] = args.default_vpc
+        shown = {k: data[k] for k in ("spot_role", "default_vpc")}
+    ec2 = _layer_client(registry, "ec2")
+    if ec2 is not None:
+        ec2.describe_account_attributes()  # the layer applies the switches on its next call
+    print(f"localcloud: account {json.dumps(shown)}")
+
+
+def cmd_rules(args, registry):
+    from .awslayer import switches
+
+    with switches.edit(registry.root) as data:
+        data["strict"] = args.cmd == "strict"
+    print(f"localcloud: AWS rules {'on' if args.cmd == 'strict' else 'off (plain moto)'}")
+
+
+def cmd_iam_user(args, registry):
+    """Create or update an IAM user with one inline policy and a fresh access key."""
+    iam = _layer_client(registry, "iam")
+    if iam is None:
+        sys.exit("the AWS emulator is not running: python -m localcloud moto-start")
+    policy = Path(args.policy).read_text(encoding="utf-8")
+    json.loads(policy)  # a clear error for a file that is not JSON
+    try:
+        iam.create_user(UserName=args.name)
+    except iam.exceptions.EntityAlreadyExistsException:
+        for key in iam.list_access_keys(UserName=args.name)["AccessKeyMetadata"]:
+            iam.delete_access_key(UserName=args.name, AccessKeyId=key["AccessKeyId"])
+    iam.put_user_policy(UserName=args.name, PolicyName="localcloud", PolicyDocument=policy)
+    key = iam.create_access_key(UserName=args.name)["AccessKey"]
+    print(f"export AWS_ACCESS_KEY_ID={shlex.quote(key['AccessKeyId'])}")
+    print(f"export AWS_SECRET_ACCESS_KEY={shlex.quote(key['SecretAccessKey'])}")
 
 
 def cmd_status(args, registry):
@@ -204,6 +279,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ssh_proxy)
     sub.add_parser("ansible-env", help="print exports pointing Ansible at this local cloud"
                    ).set_defaults(func=cmd_ansible_env)
+    p = sub.add_parser("quota", help="set a spot vCPU quota of the emulated account")
+    p.add_argument("verb", choices=["set"])
+    p.add_argument("code", help="quota code, e.g. L-3819A6DF (All G and VT Spot Instance Requests)")
+    p.add_argument("value", type=float)
+    p.set_defaults(func=cmd_quota)
+    p = sub.add_parser("capacity", help="switch EC2 capacity of a type in a zone off or on")
+    p.add_argument("state", choices=["off", "on"])
+    p.add_argument("type")
+    p.add_argument("zone")
+    p.set_defaults(func=cmd_capacity)
+    p = sub.add_parser("account", help="shape the emulated account (spot role, default VPC)")
+    p.add_argument("--spot-role", dest="spot_role", action="store_true", default=None,
+                   help="AWSServiceRoleForEC2Spot exists")
+    p.add_argument("--no-spot-role", dest="spot_role", action="store_false",
+                   help="AWSServiceRoleForEC2Spot does not exist (a new account)")
+    p.add_argument("--default-vpc", dest="default_vpc", action="store_true", default=None,
+                   help="the region has its default VPC back")
+    p.add_argument("--no-default-vpc", dest="default_vpc", action="store_false",
+                   help="delete the default VPC (subnets, gateway) in every region used")
+    p.set_defaults(func=cmd_account)
+    p = sub.add_parser("iam-user", help="create/update an IAM user with an inline policy; "
+                       "print exports of a new access key for it")
+    p.add_argument("name")
+    p.add_argument("--policy", required=True, help="policy document (JSON file)")
+    p.set_defaults(func=cmd_iam_user)
+    sub.add_parser("strict", help="the AWS layer applies AWS's rules (the default)"
+                   ).set_defaults(func=cmd_rules)
+    sub.add_parser("lenient", help="the AWS layer passes everything to moto (plain moto)"
+                   ).set_defaults(func=cmd_rules)
     p = sub.add_parser("cleanup", help="end everything this state dir started")
     p.add_argument("--keep-volumes", action="store_true")
     p.set_defaults(func=cmd_cleanup)

@@ -1,4 +1,11 @@
-"""The AWS API emulator: a moto server on 127.0.0.1, on a free port."""
+"""The AWS API emulator: moto on 127.0.0.1 behind the AWS layer.
+
+moto runs unmodified on an internal free port; the AWS layer
+(localcloud/awslayer, an HTTP proxy) listens on the public port and applies
+the rules of AWS that moto does not (localcloud/README.md). The registry's
+moto record keeps ``port`` = the layer's port, so every client goes through
+it, and ``moto_port`` for moto itself.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ from .registry import Registry
 NAME = "default"
 REGION = "us-east-2"
 AMIS = Path(__file__).resolve().parent / "data" / "amis.json"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def endpoint(record: dict) -> str:
@@ -30,20 +38,41 @@ def aws_env(record: dict) -> dict[str, str]:
     }
 
 
+def _running(record: dict | None) -> bool:
+    return bool(record and record.get("pid") and procs.alive(record["pid"], record.get("pid_start"))
+                and record.get("layer_pid")
+                and procs.alive(record["layer_pid"], record.get("layer_pid_start")))
+
+
 def start(registry: Registry, timeout: float = 30.0) -> dict:
     record = registry.get("moto", NAME)
-    if record and procs.alive(record["pid"], record.get("pid_start")):
+    if _running(record):
         return record
-    port = procs.free_port()
-    record = {"port": port, "pid": None, "pid_start": None}
+    if record:
+        stop(registry)  # half of it died: start both afresh
+    port, moto_port = procs.free_port(), procs.free_port()
+    while moto_port == port:
+        moto_port = procs.free_port()
+    record = {"port": port, "moto_port": moto_port, "pid": None, "pid_start": None,
+              "layer_pid": None, "layer_pid_start": None}
     registry.put("moto", NAME, record)
     server = Path(sys.executable).with_name("moto_server")
     env = {"PATH": "/usr/bin:/bin", "MOTO_AMIS_PATH": str(AMIS)}
     record["pid"] = procs.start_detached(
-        [str(server), "-H", "127.0.0.1", "-p", str(port)], registry.root / "moto.log", env=env
+        [str(server), "-H", "127.0.0.1", "-p", str(moto_port)], registry.root / "moto.log",
+        env=env,
     )
     record["pid_start"] = procs.proc_start_time(record["pid"])
     registry.put("moto", NAME, record)
+    layer_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    record["layer_pid"] = procs.start_detached(
+        [sys.executable, "-m", "localcloud.awslayer", "--port", str(port),
+         "--moto-port", str(moto_port), "--state", str(registry.root)],
+        registry.root / "awslayer.log", env=layer_env,
+    )
+    record["layer_pid_start"] = procs.proc_start_time(record["layer_pid"])
+    registry.put("moto", NAME, record)
+    procs.wait_for_port(moto_port, timeout)
     procs.wait_for_port(port, timeout)
     deadline = time.monotonic() + timeout
     while True:
@@ -66,6 +95,8 @@ def stop(registry: Registry) -> None:
     record = registry.get("moto", NAME)
     if not record:
         return
+    if record.get("layer_pid"):
+        procs.stop(record["layer_pid"], record.get("layer_pid_start"))
     if record.get("pid"):
         procs.stop(record["pid"], record.get("pid_start"))
     registry.drop("moto", NAME)

@@ -1,0 +1,36 @@
+"""Run the layer: ``python -m localcloud.awslayer --port P --moto-port M --state DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import threading
+from pathlib import Path
+
+from .. import procs
+from . import core
+from .core import make_server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m localcloud.awslayer", description=__doc__)
+    parser.add_argument("--port", type=int, required=True, help="where the AWS clients connect")
+    parser.add_argument("--moto-port", type=int, required=True, help="moto's internal port")
+    parser.add_argument("--state", type=Path, required=True, help="the local cloud's state dir")
+    args = parser.parse_args()
+    server = make_server(args.port, args.moto_port, args.state)
+    threading.Thread(target=warm_up, args=(server.layer,), daemon=True).start()
+    server.serve_forever()
+
+
+def warm_up(layer) -> None:
+    """Load botocore's models and the layer's clients before the first call needs them."""
+    with contextlib.suppress(Exception):
+        procs.wait_for_port(layer.moto.port, 30)
+        core.service_model("ec2")
+        for service in ("ec2", "iam", "sts"):
+            layer.moto.client(service, "us-east-2" if service == "ec2" else "us-east-1")
+
+
+if __name__ == "__main__":
+    main()
