@@ -430,7 +430,10 @@ class Handler(BaseHTTPRequestHandler):
             reply = Reply(500, f"localcloud awslayer: {type(error).__name__}: {error}".encode(),
                           {"Content-Type": "text/plain"})
             self.log_error("layer failure on %s: %r", self.path, error)
-        self.send_response(reply.status)
+        # moto's own Date and Server headers pass; the layer's answers get a Date.
+        self.send_response_only(reply.status)
+        if not any(key.lower() == "date" for key in reply.headers):
+            self.send_header("Date", self.date_time_string())
         for key, value in reply.headers.items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(reply.body)))

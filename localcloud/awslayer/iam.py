@@ -262,3 +262,15 @@ def authorize(layer: core.Layer, call: core.Call) -> None:
 
 
 core.GUARDS.append(authorize)
+
+
+# The admin key is the account root: GetCallerIdentity says so as AWS says it
+# for root credentials ("arn:aws:iam::ACCOUNT:root", the account as UserId);
+# moto would name a user "moto".
+@core.before("sts", "GetCallerIdentity")
+def root_identity(layer: core.Layer, call: core.Call) -> core.Reply | None:
+    if not call.is_root:
+        return None
+    account = account_id(layer)
+    return core.query_answer("sts", "GetCallerIdentity", {
+        "UserId": account, "Account": account, "Arn": f"arn:aws:iam::{account}:root"})

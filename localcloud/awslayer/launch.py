@@ -30,6 +30,13 @@ def run_checks(layer: core.Layer, call: core.Call) -> core.Reply | None:
     spec = launch_spec(layer, call)
     for _, func in CHECKS:
         func(layer, call, spec)
+    params = call.params()
+    zone = (spec.get("Placement") or {}).get("AvailabilityZone")
+    if zone and params.get("LaunchTemplate") and not (params.get("Placement") or {}).get(
+            "AvailabilityZone") and not spec.get("SubnetId"):
+        # moto ignores a launch template's Placement; EC2 launches in its zone.
+        call.form["Placement.AvailabilityZone"] = zone
+        call.notes["form_changed"] = True
     return None
 
 

@@ -47,13 +47,17 @@ def quota_value(layer: core.Layer, code: str) -> float:
     return float(values.get(code, SPOT_QUOTAS[code][1]))
 
 
-def vcpus(layer: core.Layer, region: str, instance_type: str) -> int:
-    key = ("vcpus", instance_type)
+def vcpus(layer: core.Layer, region: str, instance_type: str) -> int | None:
+    """DescribeInstanceTypes' DefaultVCpus from moto; None for a type moto does not offer."""
+    key = ("vcpus", region, instance_type)
     with layer.lock:
         if key not in layer.memory:
-            found = layer.moto.client("ec2", region).describe_instance_types(
-                InstanceTypes=[instance_type])["InstanceTypes"]
-            layer.memory[key] = found[0]["VCpuInfo"]["DefaultVCpus"] if found else 0
+            try:
+                found = layer.moto.client("ec2", region).describe_instance_types(
+                    InstanceTypes=[instance_type])["InstanceTypes"]
+            except Exception:
+                found = []
+            layer.memory[key] = found[0]["VCpuInfo"]["DefaultVCpus"] if found else None
         return layer.memory[key]
 
 
@@ -71,10 +75,10 @@ def spot_vcpus_in_use(layer: core.Layer, region: str, code: str) -> int:
             is_spot = (instance.get("InstanceLifecycle") == "spot"
                        or instance["InstanceId"] in ours)
             if is_spot and quota_code(instance["InstanceType"]) == code:
-                used += vcpus(layer, region, instance["InstanceType"])
+                used += vcpus(layer, region, instance["InstanceType"]) or 0
     for request in spot.open_requests(layer, region):
         if quota_code(request["instance_type"]) == code:
-            used += vcpus(layer, region, request["instance_type"])
+            used += vcpus(layer, region, request["instance_type"]) or 0
     return used
 
 
@@ -83,10 +87,10 @@ def spot_quota(layer: core.Layer, call: core.Call, spec: dict[str, Any]) -> None
     if launch.market_options(spec) is None:
         return
     instance_type = spec.get("InstanceType") or "m1.small"
-    code = quota_code(instance_type)
-    if code is None:
-        return
-    wanted = vcpus(layer, call.region, instance_type) * launch.instance_count(spec)
+    code, each = quota_code(instance_type), vcpus(layer, call.region, instance_type)
+    if code is None or each is None:
+        return  # a type moto does not offer: moto answers the launch itself
+    wanted = each * launch.instance_count(spec)
     in_use = spot_vcpus_in_use(layer, call.region, code)
     if in_use + wanted > quota_value(layer, code):
         raise core.AwsError("MaxSpotInstanceCountExceeded", "Max spot instance count exceeded")

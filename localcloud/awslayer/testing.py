@@ -85,6 +85,22 @@ def local_aws() -> Iterator[LocalAws]:
         aws.close()
 
 
+def fixtures():
+    """pytest fixtures for a test module: ``aws`` (one per module), reset before each test."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def aws() -> Iterator[LocalAws]:
+        with local_aws() as cloud:
+            yield cloud
+
+    @pytest.fixture(autouse=True)
+    def fresh_account(aws: LocalAws) -> None:
+        aws.reset()
+
+    return aws, fresh_account
+
+
 # What a spot launch of the stand-in Deep Learning AMI looks like, as spotbox sends it.
 DLAMI = "ami-0dl22b0000000002"
 
@@ -92,3 +108,21 @@ DLAMI = "ami-0dl22b0000000002"
 def spot_options(kind: str = "one-time", behaviour: str = "terminate") -> dict[str, Any]:
     return {"MarketType": "spot",
             "SpotOptions": {"SpotInstanceType": kind, "InstanceInterruptionBehavior": behaviour}}
+
+
+def error_of(call, *args, **kwargs) -> dict[str, Any]:
+    """The botocore-parsed Error (plus HTTP status) of a call that must fail."""
+    from botocore.exceptions import ClientError
+
+    try:
+        call(*args, **kwargs)
+    except ClientError as error:
+        return {**error.response["Error"],
+                "Status": error.response["ResponseMetadata"]["HTTPStatusCode"]}
+    raise AssertionError(f"{call.__name__} succeeded; an AWS error was expected")
+
+
+def run_dlami(ec2, **extra: Any) -> dict[str, Any]:
+    """RunInstances of the stand-in Deep Learning AMI (one instance), its first instance."""
+    args = {"ImageId": DLAMI, "MinCount": 1, "MaxCount": 1, "InstanceType": "g4dn.xlarge"}
+    return ec2.run_instances(**{**args, **extra})["Instances"][0]
