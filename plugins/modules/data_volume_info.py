@@ -10,10 +10,18 @@ short_description: Find the EBS data volume's device and decide what may safely 
 description:
   - Finds the device by an explicit path, by the EBS volume id (NVMe by-id name on Nitro
     instances), or by the device name used at attach time (/dev/sdf may appear as /dev/xvdf).
-  - Probes the disk and its partitions with C(blkid -p) and sysfs (no udev needed).
-  - Returns C(state) empty (may be partitioned and formatted), partitioned (one empty
-    partition, may be formatted) or ready; fails, touching nothing, when the disk holds
-    anything else.
+  - When the volume id is known, checks that the device is that volume, whichever way it was
+    found; an NVMe device's serial must be the id without its dash and its model
+    C(Amazon Elastic Block Store); a device that the id's by-id link names but that has no
+    NVMe serial (the local cloud's loop devices) is taken on the link's word; any other device
+    without a serial is used with a warning that it could not be checked. An instance-store
+    disk is always refused.
+  - Probes the disk and its partitions with C(blkid -p) and sysfs (no udev needed), and reads
+    the first and last MiB of anything blkid recognises nothing on.
+  - Returns C(state) empty (provably empty, may be partitioned and formatted), partitioned
+    (one provably empty partition, may be formatted) or ready (holds the filesystem asked
+    for); fails, touching nothing, when the disk holds anything else or cannot be read.
+  - Refuses a mount point that would hide the user's home or a system folder.
   - Changes nothing; runs in check mode.
 options:
   volume_id:
@@ -29,14 +37,23 @@ options:
     type: str
     default: ""
   layout:
-    description: C(gpt) (one partition) or C(whole) (filesystem on the whole disk).
+    description: What an empty disk gets, C(gpt) (one partition) or C(whole) (no partition table).
     type: str
     choices: [gpt, whole]
     default: gpt
   fstype:
     description: The filesystem wanted.
     type: str
+    choices: [ext4, xfs]
     default: ext4
+  mount_point:
+    description: Where the volume will be mounted, checked (not created); empty skips the check.
+    type: str
+    default: ""
+  user:
+    description: The login user whose home the mount point must not hide.
+    type: str
+    default: ""
   uuid_link_timeout:
     description:
       - Seconds to wait, when the target holds a filesystem, for its C(/dev/disk/by-uuid)
@@ -52,12 +69,14 @@ EXAMPLES = r"""
   data_volume_info:
     volume_id: vol-0123456789abcdef0
     device_name: /dev/sdf
+    mount_point: /home/ubuntu/Payload
+    user: ubuntu
   register: data_volume
 """
 
 RETURN = r"""
 disk:
-  description: The real path of the whole disk.
+  description: The real path of the whole disk (or of the partition data_volume_device names).
   returned: success
   type: str
   sample: /dev/nvme1n1
@@ -79,40 +98,42 @@ grow_partition:
   returned: success
   type: bool
 partitions:
-  description: Partitions found (number, path, fstype, uuid, label).
+  description: Partitions found (number, path, node, type, uuid, label, data_at, start, sectors).
   returned: success
   type: list
   elements: dict
+note:
+  description: How the volume is used when that is unusual (a whole-disk filesystem, gpt layout).
+  returned: success
+  type: str
+  sample: "/dev/nvme1n1 holds ext4 on the whole disk (...): mounted as it is, ..."
+identity:
+  description: How the device was checked against the volume id.
+  returned: success
+  type: str
+  sample: "checked: NVMe serial vol0123456789abcdef0 and model Amazon Elastic Block Store"
+mount_point:
+  description: The mount point, symlinks resolved (empty when none was given).
+  returned: success
+  type: str
 """
 
-import os
+import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.spotbox_disk import (
     DiskError,
-    can_grow,
-    candidates,
-    decide,
-    partition_path,
-    resolve,
+    check_mount_point,
+    inspect,
     wait_for_path,
 )
 
 
-def probe(module: AnsibleModule, path: str) -> dict:
-    """blkid's low-level probe of path (TYPE, PTTYPE, UUID, LABEL), {} when blank."""
-    blkid = module.get_bin_path("blkid", required=True)
-    rc, out, err = module.run_command([blkid, "-p", "-o", "export", path])
-    if rc == 2:  # nothing recognised
-        return {}
-    if rc != 0:
-        module.fail_json(msg=f"blkid -p {path} failed: {err.strip()}")
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def sysfs_int(*parts: str) -> int:
-    with open(os.path.join("/sys/class/block", *parts, ), encoding="ascii") as handle:
-        return int(handle.read().strip())
+def runner(module: AnsibleModule):
+    """run(argv) -> (rc, out, err), argv[0] found on the box's PATH (sbin included)."""
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        return module.run_command([module.get_bin_path(argv[0], required=True), *argv[1:]])
+    return run
 
 
 def main() -> None:
@@ -122,49 +143,35 @@ def main() -> None:
             "device_name": {"type": "str", "default": ""},
             "device": {"type": "str", "default": ""},
             "layout": {"type": "str", "default": "gpt", "choices": ["gpt", "whole"]},
-            "fstype": {"type": "str", "default": "ext4"},
+            "fstype": {"type": "str", "default": "ext4", "choices": ["ext4", "xfs"]},
+            "mount_point": {"type": "str", "default": ""},
+            "user": {"type": "str", "default": ""},
             "uuid_link_timeout": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
     params = module.params
+    mount_point = ""
     try:
-        disk = resolve(candidates(params["volume_id"], params["device_name"], params["device"]))
+        if params["mount_point"]:
+            try:
+                home = pwd.getpwnam(params["user"]).pw_dir if params["user"] else "/root"
+            except KeyError:
+                home = f"/home/{params['user']}"
+            mount_point = check_mount_point(params["mount_point"], home)
+        result = inspect(params["volume_id"], params["device_name"], params["device"],
+                         params["layout"], params["fstype"], runner(module))
     except DiskError as exc:
         module.fail_json(msg=str(exc))
-    name = os.path.basename(disk)
-    partitions = []
-    if os.path.isdir(f"/sys/class/block/{name}"):
-        for entry in sorted(os.listdir(f"/sys/class/block/{name}")):
-            if not entry.startswith(name) or not os.path.exists(
-                    f"/sys/class/block/{name}/{entry}/partition"):
-                continue
-            number = sysfs_int(name, entry, "partition")
-            path = partition_path(disk, number)
-            info = probe(module, path) if os.path.exists(path) else {}
-            partitions.append({
-                "number": number, "path": path, "fstype": info.get("TYPE", ""),
-                "uuid": info.get("UUID", ""), "label": info.get("LABEL", ""),
-                "start": sysfs_int(name, entry, "start"), "sectors": sysfs_int(name, entry, "size"),
-            })
-    whole = probe(module, disk)
-    try:
-        decision = decide(whole.get("TYPE", ""), whole.get("PTTYPE", ""), partitions,
-                          params["layout"], params["fstype"])
-    except DiskError as exc:
-        module.fail_json(msg=f"data volume {disk}: {exc}", disk=disk, partitions=partitions)
-    target = decision["target"] or (disk if params["layout"] == "whole" else partition_path(disk))
-    uuid = whole.get("UUID", "") if params["layout"] == "whole" else next(
-        (p["uuid"] for p in partitions if p["path"] == target), "")
-    grow = bool(partitions) and params["layout"] == "gpt" and can_grow(
-        sysfs_int(name, "size"), partitions[0]["start"], partitions[0]["sectors"])
-    link, seconds = f"/dev/disk/by-uuid/{uuid}", params["uuid_link_timeout"]
+    for warning in result.pop("warnings"):
+        module.warn(warning)
+    uuid, target, seconds = result["uuid"], result["target"], params["uuid_link_timeout"]
+    link = f"/dev/disk/by-uuid/{uuid}"
     if uuid and seconds > 0 and not wait_for_path(link, seconds):
         module.fail_json(msg=f"{link} (the link to {target}) did not appear within {seconds} s "
                              "(data_volume_udev_timeout): is udev running?",
-                         disk=disk, target=target, uuid=uuid)
-    module.exit_json(changed=False, disk=disk, target=target, state=decision["state"],
-                     uuid=uuid, grow_partition=grow, partitions=partitions)
+                         disk=result["disk"], target=target, uuid=uuid)
+    module.exit_json(changed=False, mount_point=mount_point, **result)
 
 
 if __name__ == "__main__":
