@@ -1,9 +1,11 @@
 """Capacity a (type, zone) does not have, switched off with ``capacity off TYPE ZONE``.
 
-"If you get an InsufficientInstanceCapacity error when you try to launch an
-instance or restart a stopped instance, AWS does not currently have enough
-available On-Demand capacity to fulfill your request" (EC2 User Guide,
-troubleshooting-launch). The answer's text, seen verbatim in public reports
+"If you get this error when you try to launch an instance or restart a
+stopped instance, AWS does not currently have enough available On-Demand
+capacity to fulfill your request." and, among the remedies, "If you're
+launching an instance, submit a new request without specifying an
+Availability Zone." (EC2 User Guide, troubleshooting-launch.html,
+"Insufficient instance capacity"). The answer's text, seen verbatim in public reports
 (runs-on/runs-on#73, scylladb/scylla-cluster-tests#5119,
 red-hat-storage/ocs-ci#9263, which also shows HTTP 500): "We currently do not
 have sufficient m6i.xlarge capacity in the Availability Zone you requested

@@ -52,6 +52,14 @@ def iam_action(call: core.Call) -> str:
 
 
 def unknown_key_error(call: core.Call) -> core.AwsError:
+    # EC2: "AuthFailure: AWS was not able to validate the provided access
+    # credentials" (quoted in diodonfrost/terraform-aws-lambda-scheduler-stop-start#8).
+    # STS/IAM: the raw answer body <Code>InvalidClientTokenId</Code><Message>The
+    # security token included in the request is invalid</Message>, HTTP 403
+    # (aws-azure-login/aws-azure-login#251). JSON 1.1 services answer, HTTP 400,
+    # {"__type":"UnrecognizedClientException","message":"The security token
+    # included in the request is invalid."} (cognito-idp's raw body in
+    # ArranJacques/laravel-aws-cognito-auth#25; not seen for servicequotas itself).
     if call.service == "ec2":
         return core.AwsError("AuthFailure",
                              "AWS was not able to validate the provided access credentials", 401)
@@ -59,7 +67,7 @@ def unknown_key_error(call: core.Call) -> core.AwsError:
         return core.AwsError("UnrecognizedClientException",
                              "The security token included in the request is invalid.", 400)
     return core.AwsError("InvalidClientTokenId",
-                         "The security token included in the request is invalid.", 403)
+                         "The security token included in the request is invalid", 403)
 
 
 def caller_of(layer: core.Layer, call: core.Call) -> Caller:
@@ -212,7 +220,13 @@ def allowed(caller: Caller, action: str, context: dict[str, list[str]]) -> bool:
 
 
 def denied_message(caller: Caller, action: str, decision: str, resource: str | None) -> str:
-    """IAM's words for a denial, as the services include them in their errors."""
+    """IAM's words for a denial, as the services include them in their errors.
+
+    "Most access denied error messages appear in the format User user is not
+    authorized to perform action on resource because context"; "with an
+    explicit deny in a type policy" / "because no type policy allows the
+    action action" (IAM User Guide, troubleshoot_access-denied.html).
+    """
     on = f" on resource: {resource}" if resource else ""
     why = ("with an explicit deny in an identity-based policy" if decision == "explicit-deny"
            else f"because no identity-based policy allows the {action} action")
@@ -236,6 +250,12 @@ def encoded_failure(caller: Caller, action: str) -> str:
     return base64.urlsafe_b64encode(json.dumps(facts).encode()).decode()
 
 
+# EC2 prefixes IAM's words and appends the encoded message, HTTP 403:
+# "UnauthorizedOperation: You are not authorized to perform this operation.
+# User: arn:… is not authorized to perform: ec2:RunInstances on resource:
+# arn:aws:ec2:us-east-2:…:instance/* with an explicit deny in a service
+# control policy. Encoded authorization failure message: …"
+# (aws/karpenter-provider-aws#7370; 403 in hashicorp/terraform-provider-aws#8720).
 def deny(call: core.Call, caller: Caller, action: str, decision: str) -> core.AwsError:
     message = denied_message(caller, action, decision, resource_of(call, caller.account))
     if call.service == "ec2":

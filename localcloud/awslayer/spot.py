@@ -25,16 +25,23 @@ from typing import Any
 from . import core, launch
 
 STATUS = {
-    # code: message (EC2 User Guide, spot-request-status.html, "Spot request status codes")
-    "fulfilled": "Your spot request is fulfilled.",
-    "pending-evaluation": "Your Spot request has been submitted for review, and is pending "
-                          "evaluation.",
-    "instance-stopped-by-user": "Your Spot Instance was stopped because you stopped it.",
-    "instance-terminated-by-user": "Your Spot Instance was terminated because you terminated "
-                                   "it.",
+    # code: its description in the EC2 User Guide (spot-request-status.md, "Spot
+    # request status codes"); AWS's own status messages may be worded otherwise.
+    "fulfilled": "The Spot request is active, and Amazon EC2 is launching your Spot Instances.",
+    "pending-evaluation": "After you make a Spot Instance request, it goes into the "
+                          "pending-evaluation state while the system evaluates the parameters "
+                          "of your request.",
+    "instance-stopped-by-user": "Your instance was stopped because a user stopped the instance "
+                                "or ran the shutdown command from the instance.",
+    "instance-terminated-by-user": "You terminated a Spot Instance that had been fulfilled, so "
+                                   "the request state is closed (unless it's a persistent "
+                                   "request) and the instance state is terminated.",
+    "instance-terminated-by-service": "Your instance was terminated from a stopped state.",
     "request-canceled-and-instance-running": "You canceled the Spot request while the Spot "
-                                             "Instance was still running.",
-    "canceled-before-fulfillment": "You canceled the Spot request before it was fulfilled.",
+                                             "Instances are still running. The request is "
+                                             "cancelled, but the instances remain running.",
+    "canceled-before-fulfillment": "The user canceled the Spot request before it was "
+                                   "fulfilled.",
 }
 
 
@@ -149,19 +156,58 @@ def mark_spot(item, rid: str) -> None:
         elem.text = value
 
 
+SPOT_FILTERS = ("instance-lifecycle", "spot-instance-request-id")
+
+
+@core.before("ec2", "DescribeInstances")
+def take_spot_filters(layer: core.Layer, call: core.Call) -> None:
+    """Apply the spot filters after moto answers: moto does not know the layer's spot instances."""
+    filters = call.params().get("Filters") or []
+    taken = [f for f in filters if f["Name"] in SPOT_FILTERS]
+    if not taken:
+        return
+    call.notes["spot_filters"] = taken
+    kept = {k: v for k, v in call.form.items() if not k.startswith("Filter.")}
+    for index, flt in enumerate([f for f in filters if f["Name"] not in SPOT_FILTERS], 1):
+        kept[f"Filter.{index}.Name"] = flt["Name"]
+        for number, value in enumerate(flt.get("Values") or [], 1):
+            kept[f"Filter.{index}.Value.{number}"] = value
+    call.form.clear()
+    call.form.update(kept)
+    call.notes["form_changed"] = True
+
+
 @core.after("ec2", "DescribeInstances")
 def show_spot_instances(layer: core.Layer, call: core.Call, reply: core.Reply) -> core.Reply:
     ours = instance_ids(layer)
-    if not ours:
+    taken = call.notes.get("spot_filters")
+    if not ours and not taken:
         return reply
     root = core.parse_xml(reply.body)
-    changed = False
     for item in root.iter(core.q("item")):
         instance_id = item.findtext(core.q("instanceId"))
         if instance_id in ours and item.find(core.q("instanceState")) is not None:
             mark_spot(item, ours[instance_id])
-            changed = True
-    return core.Reply(reply.status, core.xml_bytes(root), reply.headers) if changed else reply
+    if taken:
+        keep_matching(root, taken)
+    return core.Reply(reply.status, core.xml_bytes(root), reply.headers)
+
+
+def keep_matching(root, taken: list[dict[str, Any]]) -> None:
+    """Drop instances (and emptied reservations) the spot filters do not match."""
+    fields = {"instance-lifecycle": "instanceLifecycle",
+              "spot-instance-request-id": "spotInstanceRequestId"}
+    reservations = root.find(core.q("reservationSet"))
+    for reservation in list(reservations if reservations is not None else []):
+        instances = reservation.find(core.q("instancesSet"))
+        for item in list(instances if instances is not None else []):
+            for flt in taken:
+                have = item.findtext(core.q(fields[flt["Name"]])) or ""
+                if not any(_glob(v, have) for v in flt.get("Values") or []):
+                    instances.remove(item)
+                    break
+        if instances is None or len(instances) == 0:
+            reservations.remove(reservation)
 
 
 # ---------------------------------------------------- instance lifecycle
@@ -348,7 +394,9 @@ def cancel_requests(layer: core.Layer, call: core.Call) -> core.Reply | None:
             if record["State"] == "disabled":
                 layer.moto.client("ec2", record["region"]).terminate_instances(
                     InstanceIds=[record["InstanceId"]])
-                set_state(record, "cancelled", "instance-terminated-by-user")
+                # "instance-terminated-by-service: Your instance was terminated from a
+                # stopped state", request state cancelled (spot-request-status.md).
+                set_state(record, "cancelled", "instance-terminated-by-service")
             elif record["State"] == "active":
                 set_state(record, "cancelled", "request-canceled-and-instance-running")
             elif record["State"] == "open":

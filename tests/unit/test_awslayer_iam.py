@@ -81,7 +81,7 @@ def test_unknown_access_keys_are_refused_per_protocol(aws) -> None:
         call = client.get_caller_identity if service == "sts" else client.list_users
         error = error_of(call)
         assert (error["Code"], error["Status"]) == ("InvalidClientTokenId", 403)
-        assert error["Message"] == "The security token included in the request is invalid."
+        assert error["Message"] == "The security token included in the request is invalid"
     quotas = error_of(aws.client("service-quotas", **nobody).get_service_quota,
                       ServiceCode="ec2", QuotaCode="L-3819A6DF")
     assert quotas["Code"] == "UnrecognizedClientException"

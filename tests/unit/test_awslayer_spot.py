@@ -92,6 +92,22 @@ def test_a_launch_template_spot_instance_is_spot(aws) -> None:
     assert (request["Type"], request["InstanceInterruptionBehavior"]) == ("persistent", "stop")
 
 
+def test_describe_instances_filters_by_lifecycle_and_request(aws) -> None:
+    ec2 = aws.client("ec2")
+    persistent_template(ec2)
+    spot = ec2.run_instances(MinCount=1, MaxCount=1,
+                             LaunchTemplate={"LaunchTemplateName": "box"})["Instances"][0]
+    run_dlami(ec2)  # on-demand
+    found = ec2.describe_instances(Filters=[
+        {"Name": "instance-lifecycle", "Values": ["spot"]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+    assert [i["InstanceId"] for r in found for i in r["Instances"]] == [spot["InstanceId"]]
+    request_id = instance(ec2, spot["InstanceId"])["SpotInstanceRequestId"]
+    found = ec2.describe_instances(Filters=[
+        {"Name": "spot-instance-request-id", "Values": [request_id]}])["Reservations"]
+    assert [i["InstanceId"] for r in found for i in r["Instances"]] == [spot["InstanceId"]]
+
+
 def test_on_demand_launches_have_no_request(aws) -> None:
     ec2 = aws.client("ec2")
     launched = run_dlami(ec2)
