@@ -30,6 +30,9 @@ def warm_up(layer) -> None:
         core.service_model("ec2")
         for service in ("ec2", "iam", "sts"):
             layer.moto.client(service, "us-east-2" if service == "ec2" else "us-east-1")
+        # moto builds a region's backend (instance types, AMIs) on its first call there:
+        # seconds that the first launch would otherwise wait for.
+        layer.moto.client("ec2", "us-east-2").describe_availability_zones()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def check(order: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 @core.before("ec2", "RunInstances")
 def run_checks(layer: core.Layer, call: core.Call) -> core.Reply | None:
+    if call.params().get("DryRun"):
+        return None  # a dry run checks permissions only (the IAM guard); moto answers it
     spec = launch_spec(layer, call)
     for _, func in CHECKS:
         func(layer, call, spec)

@@ -158,3 +158,45 @@ def test_attached_and_group_policies_count(aws) -> None:
     admin.attach_group_policy(GroupName="readers", PolicyArn=arn)
     admin.add_user_to_group(GroupName="readers", UserName="member")
     sq.get_service_quota(ServiceCode="ec2", QuotaCode="L-3819A6DF")
+
+
+# The minimal policy the AWS review (../shared/reviews/2026-11-29-aws.md §8d) proposes for
+# spotbox: enough for the whole spot launch, role creation included.
+REVIEW_POLICY = policy(
+    allow(["ec2:DescribeInstanceTypes", "ec2:DescribeSpotPriceHistory", "ec2:DescribeImages",
+           "ec2:DescribeVolumes", "ec2:CreateVolume", "ec2:AttachVolume", "ec2:DeleteVolume",
+           "ec2:DescribeKeyPairs", "ec2:CreateKeyPair", "ec2:DescribeSecurityGroups",
+           "ec2:CreateSecurityGroup", "ec2:AuthorizeSecurityGroupIngress",
+           "ec2:RevokeSecurityGroupIngress", "ec2:DescribeLaunchTemplates",
+           "ec2:DescribeLaunchTemplateVersions", "ec2:CreateLaunchTemplate",
+           "ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:RunInstances",
+           "ec2:DescribeInstances", "ec2:DescribeInstanceStatus", "ec2:DescribeInstanceAttribute",
+           "ec2:ModifyInstanceAttribute", "ec2:ModifyInstanceMetadataOptions",
+           "ec2:TerminateInstances", "ec2:DescribeSpotInstanceRequests",
+           "ec2:CancelSpotInstanceRequests", "ec2:CreateSnapshot", "ec2:DescribeSnapshots",
+           "ec2:CreateTags", "ec2:DeleteTags", "ec2:DescribeTags",
+           "servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota"]),
+    allow("iam:CreateServiceLinkedRole",
+          Condition={"StringEquals": {"iam:AWSServiceName": "spot.amazonaws.com"}}))
+
+
+def test_the_reviews_policy_launches_and_ends_a_spot_box(aws) -> None:
+    aws.set(quotas={"L-3819A6DF": 8})
+    key, secret = aws.user("spotbox", REVIEW_POLICY)
+    ec2 = aws.client("ec2", key=key, secret=secret)
+    aws.client("service-quotas", key=key, secret=secret).get_service_quota(
+        ServiceCode="ec2", QuotaCode="L-3819A6DF")
+    ec2.create_key_pair(KeyName="spotbox-course")
+    ec2.create_security_group(GroupName="spotbox-course", Description="ssh")
+    ec2.create_launch_template(LaunchTemplateName="spotbox-course", LaunchTemplateData={
+        "ImageId": "ami-0dl22b0000000002", "KeyName": "spotbox-course",
+        "InstanceMarketOptions": {"MarketType": "spot"}})
+    launched = ec2.run_instances(MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge",
+                                 LaunchTemplate={"LaunchTemplateName": "spotbox-course"})
+    instance_id = launched["Instances"][0]["InstanceId"]
+    request_id = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0][
+        "Instances"][0]["SpotInstanceRequestId"]
+    ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[request_id])
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    # What it does not allow stays refused.
+    assert error_of(ec2.create_vpc, CidrBlock="10.9.0.0/16")["Code"] == "UnauthorizedOperation"

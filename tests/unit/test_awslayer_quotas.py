@@ -61,6 +61,12 @@ def test_running_spot_instances_count_against_the_quota(aws) -> None:
     run_dlami(ec2, InstanceMarketOptions=spot_options())
 
 
+def test_a_dry_run_checks_permissions_only(aws) -> None:
+    error = error_of(run_dlami, aws.client("ec2"), InstanceMarketOptions=spot_options(),
+                     DryRun=True)
+    assert error["Code"] == "DryRunOperation"
+
+
 def test_min_count_asks_for_its_vcpus_at_once(aws) -> None:
     aws.set(quotas={G: 8})
     ec2 = aws.client("ec2")
