@@ -273,7 +273,8 @@ def check_rules(name: str, value: Any, variable_rules: Mapping, given: Any = Non
             try:
                 check_rule(name, item, rule)
             except SettingError as error:
-                raise SettingError(f"{error} (in {shown(value)})") from None
+                raise SettingError(f"{error} (in {shown(value if given is None else given)})"
+                                   ) from None
 
 
 def settle(name: str, value: Any, option: Mapping, variable_rules: Mapping | None) -> Any:
@@ -380,7 +381,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=str(error))
             return result
         result.update(changed=False, ansible_facts=facts,
-                      msg=f"{len(facts)} settings of {name} ({entry_point}) converted and checked")
+                      msg=f"{len(facts)} settings of {name} converted and checked")
         return result
 
     def _find_role(self, name: str, task_vars: Mapping) -> str:
