@@ -454,14 +454,29 @@ def inspect(volume_id: str, device_name: str, device: str, layout: str, fstype: 
 # --- Partition and format (under a lock) -------------------------------------------------
 
 @contextlib.contextmanager
-def exclusive_lock(path: str = LOCK_PATH, seconds: float = 300):
-    """flock(LOCK_EX) on path for the block, waiting up to seconds for another holder."""
-    handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def volume_lock(path: str = LOCK_PATH, seconds: float = 300, shared: bool = False):
+    """flock on path for the block, waiting up to seconds for a holder of the other kind.
+
+    Exclusive (the partition + format step) creates the file and its folder; shared (a
+    probe: it waits while a format runs, so it never sees a half-made filesystem) uses
+    the file only where it exists, and changes nothing on a box never formatted by us.
+    """
+    if shared and not os.path.exists(path):
+        yield
+        return
+    try:
+        if not shared:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = os.open(path, (os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT)
+                         | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DiskError(f"could not open the data volume's lock {path} ({exc.strerror}); "
+                        "nothing was changed") from None
     try:
         deadline = time.monotonic() + seconds
         while True:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -508,7 +523,7 @@ def format_volume(params: dict, run, check_mode: bool = False,
             raise DiskError(f"{' '.join(argv)} failed (rc {rc}): {(err or out).strip()}")
 
     timeout = params.get("udev_timeout", 30)
-    lock = contextlib.nullcontext() if check_mode else exclusive_lock(lock_path, lock_seconds)
+    lock = volume_lock(lock_path, lock_seconds, shared=check_mode)
     with lock:
         before = inspect_now()
         if before["state"] == "ready":

@@ -22,6 +22,7 @@ description:
     (one provably empty partition, may be formatted) or ready (holds the filesystem asked
     for); fails, touching nothing, when the disk holds anything else or cannot be read.
   - Refuses a mount point that would hide the user's home or a system folder.
+  - Waits, with a shared lock, for a data_volume_format in progress on the same box.
   - Changes nothing; runs in check mode.
 options:
   volume_id:
@@ -54,6 +55,16 @@ options:
     description: The login user whose home the mount point must not hide.
     type: str
     default: ""
+  lock_path:
+    description:
+      - The lock file that data_volume_format holds while it partitions and formats; the probe
+        takes it shared, so it waits for a format in progress. Used only where it exists.
+    type: path
+    default: /run/lock/spotbox-data-volume.lock
+  lock_timeout:
+    description: Seconds to wait for a format in progress.
+    type: int
+    default: 300
   uuid_link_timeout:
     description:
       - Seconds to wait, when the target holds a filesystem, for its C(/dev/disk/by-uuid)
@@ -125,6 +136,7 @@ from ansible.module_utils.spotbox_disk import (
     DiskError,
     check_mount_point,
     inspect,
+    volume_lock,
     wait_for_path,
 )
 
@@ -146,6 +158,8 @@ def main() -> None:
             "fstype": {"type": "str", "default": "ext4", "choices": ["ext4", "xfs"]},
             "mount_point": {"type": "str", "default": ""},
             "user": {"type": "str", "default": ""},
+            "lock_path": {"type": "path", "default": "/run/lock/spotbox-data-volume.lock"},
+            "lock_timeout": {"type": "int", "default": 300},
             "uuid_link_timeout": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
@@ -159,8 +173,9 @@ def main() -> None:
             except KeyError:
                 home = f"/home/{params['user']}"
             mount_point = check_mount_point(params["mount_point"], home)
-        result = inspect(params["volume_id"], params["device_name"], params["device"],
-                         params["layout"], params["fstype"], runner(module))
+        with volume_lock(params["lock_path"], params["lock_timeout"], shared=True):
+            result = inspect(params["volume_id"], params["device_name"], params["device"],
+                             params["layout"], params["fstype"], runner(module))
     except DiskError as exc:
         module.fail_json(msg=str(exc))
     for warning in result.pop("warnings"):

@@ -342,12 +342,20 @@ def test_mount_point_symlinks_and_relative_paths(tmp_path: Path) -> None:
 # --- The lock and the commands (L16) ---------------------------------------------------------
 
 def test_the_lock_makes_a_second_run_wait_then_give_up(tmp_path: Path) -> None:
-    lock = str(tmp_path / "dv.lock")
-    with (disk.exclusive_lock(lock, 1),
+    lock = str(tmp_path / "run" / "lock" / "dv.lock")
+    with disk.volume_lock(lock, 0.3, shared=True):
+        assert not os.path.exists(lock)  # a probe creates nothing
+    with (disk.volume_lock(lock, 1),
           pytest.raises(disk.DiskError, match=f"another run has held {lock}"),
-          disk.exclusive_lock(lock, 0.3)):
+          disk.volume_lock(lock, 0.3)):
         pass
-    with disk.exclusive_lock(lock, 0.3):
+    with (disk.volume_lock(lock, 1),
+          pytest.raises(disk.DiskError, match="another run has held"),
+          disk.volume_lock(lock, 0.3, shared=True)):
+        pass  # a probe waits for a format
+    with disk.volume_lock(lock, 0.3, shared=True), disk.volume_lock(lock, 0.3, shared=True):
+        pass  # probes do not wait for each other
+    with disk.volume_lock(lock, 0.3):
         pass  # free again
 
 
