@@ -20,6 +20,7 @@ import http.client
 import json
 import re
 import threading
+import traceback
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -34,9 +35,10 @@ from . import switches
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 ADMIN_KEY = "localcloud"  # what localcloud.moto.aws_env exports: the account root
 SCOPE = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request")
-# Hop-by-hop headers are the proxy's own business, not moto's.
+# Hop-by-hop headers are the proxy's own business, not moto's. Host passes as the
+# client sent it (moto builds some answers from it).
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-               "proxy-connection", "content-length", "host"}
+               "proxy-connection", "content-length"}
 
 
 @dataclass
@@ -388,6 +390,13 @@ class Layer:
             return reply
         except AwsError as error:
             return error_reply(call, error)
+        except Exception as error:
+            # A fault of the layer: said in the protocol's shape, so the client names it
+            # (botocore would only report unparsable XML), and logged with its traceback.
+            traceback.print_exc()
+            return error_reply(call, AwsError(
+                "InternalError", f"localcloud awslayer: {type(error).__name__}: {error}", 500,
+                sender=False))
 
     @staticmethod
     def parse(method: str, path: str, headers: dict[str, str], body: bytes) -> Call | None:

@@ -78,3 +78,13 @@ def test_lenient_is_plain_moto(aws) -> None:
     ec2.run_instances(ImageId=DLAMI, MinCount=1, MaxCount=1, BlockDeviceMappings=small_root)
     assert ec2.describe_images(ImageIds=[DLAMI])["Images"][0]["BlockDeviceMappings"][0][
         "Ebs"]["VolumeSize"] == 15  # moto's own size
+
+
+def test_a_fault_of_the_layer_is_an_internal_error_botocore_can_read(aws, monkeypatch) -> None:
+    def broken(layer, call):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(core.BEFORE, ("ec2", "DescribeKeyPairs"), [broken])
+    error = error_of(aws.client("ec2").describe_key_pairs)
+    assert (error["Code"], error["Status"]) == ("InternalError", 500)
+    assert error["Message"] == "localcloud awslayer: RuntimeError: boom"
