@@ -265,6 +265,12 @@ def decide(disk: dict, partitions: list[dict], layout: str, fstype: str) -> dict
                 f"the disk has a partition table ({pttype}, {len(partitions)} partition(s)) "
                 "but data_volume_layout is 'whole'; nothing was changed. Set "
                 "data_volume_layout: gpt to use it as it is")
+        if not partitions:
+            raise DiskError(
+                f"the disk has a {pttype} partition table but the kernel lists no partition "
+                f"on it: an empty table, or one the kernel has not read (`partx -a {path}` "
+                "reads it); nothing was changed. Re-run after partx, or give another volume "
+                "(data_volume_volume_id / data_volume_device)")
         if len(partitions) != 1 or partitions[0]["number"] != 1:
             raise DiskError(
                 f"the disk has {len(partitions)} partition(s) ({pttype}); spotbox uses a disk "
