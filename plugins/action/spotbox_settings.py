@@ -162,8 +162,7 @@ def convert(name: str, value: Any, kind: str, option: Mapping | None = None,
         items = _as_list(name, value, must)
         elements = option.get("elements")
         if elements:
-            items = [convert(f"{name} item {index + 1}", item, elements,
-                             option.get("options") and {"options": option["options"]})
+            items = [convert(f"{name} item {index + 1}", item, elements)
                      for index, item in enumerate(items)]
         return items
     if kind == "dict":

@@ -280,3 +280,43 @@ def test_through_ansible_playbook_a_bad_value_fails_with_one_line(tmp_path) -> N
     assert results[0]["msg"] == ("jupyter_port must be a whole number between 1 and 65535 "
                                  "(a TCP port), not '70000'")
     assert len(results) == 1, "nothing after the settings ran"
+
+
+EXPLICIT = """
+- name: Name the role and entry point (a play outside the role)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Check the jupyter settings, whose python cannot be worked out
+      spotbox_settings:
+        role: jupyter
+      ignore_errors: true  # noqa: ignore-errors
+    - name: Check the cuda settings of the link entry point
+      spotbox_settings:
+        role: cuda
+        entry_point: link
+    - name: Check the settings of a role that does not exist
+      spotbox_settings:
+        role: nosuchrole
+      ignore_errors: true  # noqa: ignore-errors
+"""
+
+
+def test_role_and_entry_point_can_be_named_and_errors_are_one_line(tmp_path) -> None:
+    playbook = tmp_path / "explicit.yml"
+    playbook.write_text(EXPLICIT)
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+           "ANSIBLE_STDOUT_CALLBACK": "json"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory/localhost.yml",
+         str(playbook), "-e", "jupyter_python={{ no_such_variable }}", "-e", "cuda_version=12.4"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    tasks = json.loads(done.stdout)["plays"][0]["tasks"]
+    jupyter, cuda, missing = (task["hosts"]["localhost"] for task in tasks)
+    assert jupyter["failed"] is True
+    assert jupyter["msg"].startswith("jupyter_python could not be worked out: ")
+    assert "no_such_variable" in jupyter["msg"] and "\n" not in jupyter["msg"]
+    assert cuda["ansible_facts"]["__cuda_version"] == "12.4"
+    assert cuda["msg"] == "4 settings of cuda converted and checked"
+    assert missing["failed"] is True
+    assert "no role 'nosuchrole' with meta/argument_specs.yml found" in missing["msg"]
