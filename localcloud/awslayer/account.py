@@ -50,10 +50,13 @@ def reconcile(layer: core.Layer, call: core.Call) -> None:
     generation = switches.get("generation", 0)
     with layer.lock:
         done = layer.memory.setdefault("account_done", set())
-        if (generation, call.region) in done:
+        scope = (generation, call.region if call.service == "ec2" else "account")
+        if scope in done:
             return
         deleted = layer.memory.setdefault("vpc_deleted", set())
-        if not switches["default_vpc"] and has_default_vpc(layer, call.region):
+        if call.service != "ec2":
+            pass  # VPCs are EC2's, per region; an IAM call must not build a region in moto
+        elif not switches["default_vpc"] and has_default_vpc(layer, call.region):
             delete_default_vpc(layer, call.region)
             deleted.add(call.region)
         elif switches["default_vpc"] and call.region in deleted:
@@ -66,7 +69,7 @@ def reconcile(layer: core.Layer, call: core.Call) -> None:
                 create_spot_role(layer)
             else:
                 layer.moto.client("iam", "us-east-1").delete_role(RoleName=SPOT_ROLE)
-        done.add((generation, call.region))
+        done.add(scope)
 
 
 core.GUARDS.append(reconcile)

@@ -57,3 +57,9 @@ def test_it_comes_back_when_switched_on(aws) -> None:
     aws.set(default_vpc=True)
     assert len(ec2.describe_vpcs(Filters=DEFAULT)["Vpcs"]) == 1
     run_dlami(ec2)
+
+
+def test_an_iam_call_first_does_not_spare_a_region(aws) -> None:
+    aws.set(default_vpc=False)
+    aws.client("iam", region="us-east-1").list_users()  # IAM is signed for us-east-1
+    assert aws.client("ec2", region="us-east-1").describe_vpcs(Filters=DEFAULT)["Vpcs"] == []
