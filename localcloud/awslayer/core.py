@@ -430,8 +430,11 @@ class Handler(BaseHTTPRequestHandler):
     layer: Layer  # set on the subclass by serve()
 
     def _any(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            body = self._read_chunked()
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         try:
             reply = self.layer.handle(self.command, self.path, headers, body)
@@ -449,6 +452,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(reply.body)
+
+    def _read_chunked(self) -> bytes:
+        """A chunked request body, whole (moto gets it with a Content-Length)."""
+        parts = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()  # the CRLF after the chunk
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
 

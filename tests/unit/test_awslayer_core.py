@@ -88,3 +88,22 @@ def test_a_fault_of_the_layer_is_an_internal_error_botocore_can_read(aws, monkey
     error = error_of(aws.client("ec2").describe_key_pairs)
     assert (error["Code"], error["Status"]) == ("InternalError", 500)
     assert error["Message"] == "localcloud awslayer: RuntimeError: boom"
+
+
+def test_a_chunked_request_body_reaches_moto_whole(aws) -> None:
+    import http.client
+
+    body = b"Action=DescribeRegions&Version=2016-11-15"
+    conn = http.client.HTTPConnection("127.0.0.1", aws.port, timeout=10)
+    conn.putrequest("POST", "/")
+    conn.putheader("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+    conn.putheader("Authorization", "AWS4-HMAC-SHA256 Credential=localcloud/20260101/"
+                   "us-east-2/ec2/aws4_request, SignedHeaders=host, Signature=0")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for piece in (body[:10], body[10:]):
+        conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+    conn.send(b"0\r\n\r\n")
+    answer = conn.getresponse()
+    assert answer.status == 200
+    assert b"<regionName>us-east-2</regionName>" in answer.read()
