@@ -19,7 +19,9 @@ import datetime as dt
 import http.client
 import json
 import re
+import sys
 import threading
+import time
 import traceback
 import urllib.parse
 import uuid
@@ -89,8 +91,10 @@ class AwsError(Exception):
 Hook = Callable[..., Any]
 BEFORE: dict[tuple[str, str], list[Hook]] = {}
 AFTER: dict[tuple[str, str], list[Hook]] = {}
-# Hooks for every call of a service (authentication, account switches), run first.
+# Hooks for every call (authentication, account switches), run first; and after
+# every call that moto answered, whatever its action.
 GUARDS: list[Hook] = []
+AFTER_ANY: list[Hook] = []
 RESET_HOOKS: list[Callable[[], None]] = []
 
 
@@ -369,6 +373,17 @@ class Layer:
             self.memory.clear()
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        started = time.monotonic()
+        reply = self._handle(method, path, headers, body)
+        if self.switches().get("trace"):
+            # A line per call in awslayer.log: what the launch's time went to.
+            call = self.parse(method, path, headers, body)
+            print(f"{time.strftime('%H:%M:%S')} {call.service if call else '-'} "
+                  f"{call.action if call else path} {reply.status} "
+                  f"{(time.monotonic() - started) * 1000:.0f} ms", file=sys.stderr, flush=True)
+        return reply
+
+    def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         call = self.parse(method, path, headers, body)
         if path.startswith("/moto-api/reset"):
             self.reset()
@@ -384,6 +399,8 @@ class Layer:
             if call.notes.get("form_changed"):
                 body = urllib.parse.urlencode(call.form).encode()
             reply = self.moto.forward(method, path, headers, body)
+            for hook in AFTER_ANY:
+                hook(self, call, reply)
             if reply.status < 300:
                 for hook in AFTER.get((call.service, call.action), []):
                     reply = hook(self, call, reply) or reply

@@ -74,13 +74,32 @@ def caller_of(layer: core.Layer, call: core.Call) -> Caller:
     account = account_id(layer)
     if call.is_root:
         return Caller(arn=f"arn:aws:iam::{account}:root", account=account)
+    # Looking a user's policies up costs about six moto calls; a launch makes dozens of
+    # calls. The answer is kept until IAM changes (see forget_callers) or moto is reset.
+    with layer.lock:
+        known = layer.memory.setdefault("callers", {}).get(call.access_key)
+    if known is not None:
+        return known
     iam = layer.moto.client("iam", "us-east-1")
     try:
         user = iam.get_access_key_last_used(AccessKeyId=call.access_key)["UserName"]
     except Exception:
         raise unknown_key_error(call) from None
-    return Caller(arn=f"arn:aws:iam::{account}:user/{user}", account=account, user=user,
-                  policies=user_policies(iam, user))
+    caller = Caller(arn=f"arn:aws:iam::{account}:user/{user}", account=account, user=user,
+                    policies=user_policies(iam, user))
+    with layer.lock:
+        layer.memory.setdefault("callers", {})[call.access_key] = caller
+    return caller
+
+
+def forget_callers(layer: core.Layer, call: core.Call, reply: core.Reply) -> None:
+    """Any IAM change (a policy, a key, a group) may change what a caller may do."""
+    if call.service == "iam" and not call.action.startswith(("Get", "List")):
+        with layer.lock:
+            layer.memory.pop("callers", None)
+
+
+core.AFTER_ANY.append(forget_callers)
 
 
 def user_policies(iam, user: str) -> list[dict[str, Any]]:
