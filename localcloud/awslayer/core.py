@@ -95,7 +95,10 @@ AFTER: dict[tuple[str, str], list[Hook]] = {}
 # every call that moto answered, whatever its action.
 GUARDS: list[Hook] = []
 AFTER_ANY: list[Hook] = []
-RESET_HOOKS: list[Callable[[], None]] = []
+# The layer's own API for the local cloud's tools (unsigned POST /localcloud-awslayer/NAME
+# with a JSON body): what AWS does by itself, such as a spot interruption.
+INTERNAL: dict[str, Hook] = {}
+INTERNAL_PREFIX = "/localcloud-awslayer/"
 
 
 def before(service: str, *actions: str) -> Callable[[Hook], Hook]:
@@ -384,6 +387,8 @@ class Layer:
         return reply
 
     def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        if path.startswith(INTERNAL_PREFIX):
+            return self.internal(path[len(INTERNAL_PREFIX):], body)
         call = self.parse(method, path, headers, body)
         if path.startswith("/moto-api/reset"):
             self.reset()
@@ -414,6 +419,19 @@ class Layer:
             return error_reply(call, AwsError(
                 "InternalError", f"localcloud awslayer: {type(error).__name__}: {error}", 500,
                 sender=False))
+
+    def internal(self, name: str, body: bytes) -> Reply:
+        func = INTERNAL.get(name)
+        if func is None:
+            return Reply(404, json.dumps({"error": f"no layer API {name}"}).encode(),
+                         {"Content-Type": "application/json"})
+        try:
+            answer = func(self, json.loads(body or b"{}"))
+        except (AwsError, KeyError, ValueError) as error:
+            return Reply(400, json.dumps({"error": str(error)}).encode(),
+                         {"Content-Type": "application/json"})
+        return Reply(200, json.dumps(answer, default=str).encode(),
+                     {"Content-Type": "application/json"})
 
     @staticmethod
     def parse(method: str, path: str, headers: dict[str, str], body: bytes) -> Call | None:

@@ -42,6 +42,10 @@ STATUS = {
                                              "cancelled, but the instances remain running.",
     "canceled-before-fulfillment": "The user canceled the Spot request before it was "
                                    "fulfilled.",
+    "instance-stopped-no-capacity": "Your instance was stopped due to EC2 capacity management "
+                                    "needs.",
+    "instance-terminated-no-capacity": "Your instance was terminated due to standard capacity "
+                                       "management processes.",
 }
 
 
@@ -429,3 +433,49 @@ def add_our_cancellations(layer: core.Layer, call: core.Call, reply: core.Reply)
     for entry in cancelled:
         found.append(core.to_xml(shape, entry, "item"))
     return core.Reply(reply.status, core.xml_bytes(root), reply.headers)
+
+
+# ------------------------------------------------------- interruptions
+
+# What EC2 does when it interrupts a spot instance, for the local cloud's
+# interruption stand-in (POST /localcloud-awslayer/interrupt {"instance_id",
+# "action": "stop" | "hibernate" | "terminate", "region"}). EC2 User Guide,
+# spot-request-status.md: "instance-stopped-no-capacity | disabled | stopped";
+# "instance-terminated-no-capacity | closed (one-time), open (persistent) |
+# terminated"; "When your Spot Instances are terminated (either by you or Amazon
+# EC2), if the Spot request is a persistent request, it returns to the
+# pending-evaluation state and then Amazon EC2 can launch a new Spot Instance".
+# Hibernation is not modelled: it stops the instance (the review, §2: without its
+# prerequisites "Amazon EC2 stops the instance instead").
+def interrupt(layer: core.Layer, body: dict[str, Any]) -> dict[str, Any]:
+    instance_id, action = body["instance_id"], body.get("action", "terminate")
+    if action not in ("stop", "hibernate", "terminate"):
+        raise ValueError(f"action must be stop, hibernate or terminate, not {action!r}")
+    ours = instance_ids(layer)
+    with layer.lock:
+        record = book(layer).get(ours.get(instance_id, ""))
+    region = record["region"] if record else body.get("region", "us-east-2")
+    ec2 = layer.moto.client("ec2", region)
+    if action == "terminate":
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    else:
+        ec2.stop_instances(InstanceIds=[instance_id])
+    if record is None:
+        return {"instance_id": instance_id, "action": action, "request": None}
+    with layer.lock:
+        if action != "terminate":
+            set_state(record, "disabled", "instance-stopped-no-capacity")
+        elif record["Type"] == "one-time":
+            set_state(record, "closed", "instance-terminated-no-capacity")
+        else:
+            set_state(record, "open", "instance-terminated-no-capacity")
+            record["InstanceId"] = None
+            threading.Thread(target=relaunch, daemon=True, args=(
+                layer, record["SpotInstanceRequestId"],
+                layer.switches()["spot_relaunch_delay"])).start()
+        request = {"id": record["SpotInstanceRequestId"], "state": record["State"],
+                   "status": record["Status"]["Code"]}
+    return {"instance_id": instance_id, "action": action, "request": request}
+
+
+core.INTERNAL["interrupt"] = interrupt

@@ -240,3 +240,51 @@ def test_motos_own_requests_are_listed_beside(aws) -> None:
     assert own["SpotInstanceRequestId"] in listed
     assert len(listed) == 2
     ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[own["SpotInstanceRequestId"]])
+
+
+def interrupt(aws, instance_id: str, action: str) -> dict:
+    from localcloud.awslayer import interrupt as layer_interrupt
+
+    return layer_interrupt({"port": aws.port}, instance_id, action)
+
+
+def test_an_interruption_that_stops_disables_the_request(aws) -> None:
+    ec2 = aws.client("ec2")
+    persistent_template(ec2)
+    launched = ec2.run_instances(MinCount=1, MaxCount=1,
+                                 LaunchTemplate={"LaunchTemplateName": "box"})["Instances"][0]
+    answer = interrupt(aws, launched["InstanceId"], "stop")
+    assert answer["request"]["state"] == "disabled"
+    request = state_of(ec2, answer["request"]["id"])
+    assert (request["State"], request["Status"]["Code"]) == ("disabled",
+                                                             "instance-stopped-no-capacity")
+    assert instance(ec2, launched["InstanceId"])["State"]["Name"] in ("stopping", "stopped")
+
+
+def test_an_interruption_that_terminates_reopens_a_persistent_request(aws) -> None:
+    ec2 = aws.client("ec2")
+    one_time = run_dlami(ec2, InstanceMarketOptions=spot_options())
+    assert interrupt(aws, one_time["InstanceId"], "terminate")["request"]["state"] == "closed"
+    persistent_template(ec2)
+    launched = ec2.run_instances(MinCount=1, MaxCount=1,
+                                 LaunchTemplate={"LaunchTemplateName": "box"})["Instances"][0]
+    request_id = interrupt(aws, launched["InstanceId"], "terminate")["request"]["id"]
+    assert state_of(ec2, request_id)["Status"]["Code"] == "instance-terminated-no-capacity"
+    deadline = time.monotonic() + 10
+    while state_of(ec2, request_id)["State"] != "active":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state_of(ec2, request_id)["InstanceId"] != launched["InstanceId"]
+
+
+def test_the_layer_api_refuses_what_it_does_not_know(aws) -> None:
+    import urllib.error
+    import urllib.request
+
+    for path, body in (("nothing", b"{}"), ("interrupt", b'{"instance_id": "i-1", '
+                                                         b'"action": "explode"}')):
+        request = urllib.request.Request(f"{aws.endpoint}/localcloud-awslayer/{path}",
+                                         data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code in (400, 404)
