@@ -151,16 +151,34 @@ def wheel_tag(version: str | None) -> str:
     return f"cu{major}{minor}"
 
 
-def select(toolkits: list[dict], requested: str, driver_cuda: str | None) -> dict:
-    """Choose the toolkit to make the default.
+def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
+           prefix: str = "/usr/local", require_toolkit: bool = False) -> dict | None:
+    """Choose the toolkit to make the default; None when there is none to choose.
 
     toolkits: [{"version": "12.4.131", "path": "/usr/local/cuda-12.4"}, ...]
     requested: "auto" or "X.Y"
     driver_cuda: the newest CUDA the driver runs ("12.4"), or None (no driver).
+    prefix: where the toolkits were looked for (for the messages).
+    require_toolkit: no toolkit at all is an error rather than None.
+
+    A box without toolkits is a normal box (framework wheels bring their own
+    CUDA runtime): None, unless a toolkit was asked for by version or required.
     """
     if not toolkits:
-        raise CudaError("no CUDA toolkit found under /usr/local (cuda-X.Y folders); "
-                        "use an AMI that ships CUDA (Deep Learning Base AMI) or install one")
+        where = f"under {prefix.rstrip('/') or '/'} (no cuda-X.Y folders)"
+        if requested != "auto":
+            raise CudaError(
+                f"CUDA {requested} was asked for (cuda_version) but no CUDA toolkit is installed "
+                f"{where}; install it, or set cuda_version to 'auto' to go on without a toolkit "
+                "(framework wheels bring their own CUDA runtime)"
+            )
+        if require_toolkit:
+            raise CudaError(
+                f"cuda_require_toolkit is true but no CUDA toolkit is installed {where}; "
+                "use an AMI that ships CUDA (Deep Learning Base AMI), install one, or set "
+                "cuda_require_toolkit to false (framework wheels need only the NVIDIA driver)"
+            )
+        return None
     by_short = {}
     for kit in sorted(toolkits, key=lambda k: version_tuple(k["version"])):
         by_short[short(kit["version"])] = kit

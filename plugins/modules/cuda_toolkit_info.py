@@ -15,6 +15,10 @@ description:
     and the GPUs from C(nvidia-smi --query-gpu).
   - Chooses the toolkit to make the default and fails, with what to do, when the
     requested one is missing or newer than the driver supports.
+  - A box without toolkits (the driver alone, or no GPU at all) is not an error:
+    nothing is selected (I(selected.short) is empty), unless I(version) names a
+    toolkit or I(require_toolkit) is true. Framework wheels bring their own CUDA
+    runtime and need only the driver.
   - Changes nothing; runs in check mode.
 options:
   version:
@@ -25,6 +29,10 @@ options:
     description: Fail when no usable NVIDIA driver or GPU is found (else warn).
     type: bool
     default: false
+  require_toolkit:
+    description: Fail when no toolkit is installed under I(prefix) (else select none).
+    type: bool
+    default: false
   prefix:
     description: Folder that holds the cuda-X.Y toolkits and the cuda link.
     type: path
@@ -33,6 +41,14 @@ options:
     description: The nvidia-smi command.
     type: str
     default: nvidia-smi
+  entries:
+    description:
+      - Files that make a toolkit the default (the role's PATH and linker entries);
+        those that exist are returned in I(entries_present), so that a box without
+        toolkits loses them in the same run without another look.
+    type: list
+    elements: path
+    default: []
 author: spotbox
 """
 
@@ -61,13 +77,22 @@ driver:
   returned: always
   type: dict
   sample: {"state": "ok", "driver_version": "550.127.05", "cuda_version": "12.4"}
+entries_present:
+  description: The files of I(entries) that exist.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/profile.d/spotbox-cuda.sh]
 gpus:
   description: GPUs (index, name, memory_mib, pci_bus_id).
   returned: always
   type: list
   elements: dict
 selected:
-  description: The chosen toolkit with major, minor and wheel_tag (cu124).
+  description:
+    - The chosen toolkit with major, minor and wheel_tag (cu124).
+    - Without a toolkit, version, short, major, minor and path are empty strings
+      and wheel_tag follows the driver alone (cpu without a usable GPU).
   returned: success
   type: dict
   sample: {"version": "12.4.131", "short": "12.4", "major": 12, "minor": 4,
@@ -149,8 +174,10 @@ def main() -> None:
         argument_spec={
             "version": {"type": "str", "default": "auto"},
             "require_gpu": {"type": "bool", "default": False},
+            "require_toolkit": {"type": "bool", "default": False},
             "prefix": {"type": "path", "default": "/usr/local"},
             "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
+            "entries": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
     )
@@ -160,20 +187,27 @@ def main() -> None:
     current = os.path.realpath(link) if os.path.islink(link) else None
     driver, gpus = read_driver(module, module.params["nvidia_smi"])
     result = {"changed": False, "toolkits": kits, "current": current, "driver": driver,
-              "gpus": gpus}
+              "gpus": gpus, "entries_present": [path for path in module.params["entries"]
+                                                if os.path.lexists(path)]}
     usable = driver["state"] == "ok" and gpus
     if not usable:
         why = driver.get("message") or "nvidia-smi lists no GPU"
         if module.params["require_gpu"]:
             module.fail_json(msg=f"cuda_require_gpu is true but {why}. Use a GPU instance "
                              "type (g4dn, g5, p3, ...) with the Deep Learning Base AMI", **result)
-        module.warn(f"No usable GPU: {why}. Choosing among the installed toolkits anyway; "
-                    "frameworks will run on the CPU")
+        module.warn(f"No usable GPU: {why}. Frameworks get their CPU build"
+                    + ("; a toolkit is still chosen among those installed" if kits else ""))
+    driver_cuda = driver.get("cuda_version") if driver["state"] == "ok" else None
     try:
-        chosen = select(kits, module.params["version"],
-                        driver.get("cuda_version") if driver["state"] == "ok" else None)
+        chosen = select(kits, module.params["version"], driver_cuda, prefix,
+                        module.params["require_toolkit"])
     except CudaError as exc:
         module.fail_json(msg=str(exc), **result)
+    if chosen is None:
+        result["selected"] = {"version": "", "short": "", "major": "", "minor": "", "path": "",
+                              "source": "", "wheel_tag": wheel_tag(driver_cuda) if usable
+                              else "cpu", "toolkit_wheel_tag": ""}
+        module.exit_json(**result)
     major, minor = (int(p) for p in chosen["short"].split("."))
     result["selected"] = {**chosen, "major": major, "minor": minor,
                           "wheel_tag": wheel_tag(chosen["short"]) if usable else "cpu",

@@ -58,6 +58,7 @@ CASES = {
     "cuda_version": ("12.4", "12.4", 12.4, NA("a toolkit version is checked against those "
                                                "installed, on the box"), "12"),
     "cuda_require_gpu": ("yes", True, WRONG, 2, "maybe"),
+    "cuda_require_toolkit": ("yes", True, WRONG, 2, "maybe"),
     "cuda_prefix": ("/opt/cuda", "/opt/cuda", WRONG, ANY_PATH, "opt/cuda"),
     "cuda_nvidia_smi": ("/usr/bin/nvidia-smi", "/usr/bin/nvidia-smi", WRONG, ANY_TEXT,
                         "nvidia-smi -q"),

@@ -114,9 +114,19 @@ def test_toolkit_newer_than_driver_names_both() -> None:
         cuda.select(KITS, "13.5", "12.4")
 
 
-def test_no_toolkit_and_driver_too_old_for_all() -> None:
-    with pytest.raises(cuda.CudaError, match="no CUDA toolkit found"):
-        cuda.select([], "auto", None)
+def test_no_toolkit_is_no_choice_unless_one_is_asked_for() -> None:
+    assert cuda.select([], "auto", "12.4") is None  # the driver alone
+    assert cuda.select([], "auto", None) is None  # no GPU at all
+    with pytest.raises(cuda.CudaError, match=r"^CUDA 12\.4 was asked for \(cuda_version\) but no "
+                       r"CUDA toolkit is installed under /opt/cuda \(no cuda-X\.Y folders\)"):
+        cuda.select([], "12.4", "12.4", prefix="/opt/cuda")
+    with pytest.raises(cuda.CudaError, match=r"^cuda_require_toolkit is true but no CUDA toolkit "
+                       r"is installed under /srv/nv \(no cuda-X\.Y folders\)"):
+        cuda.select([], "auto", "12.4", prefix="/srv/nv/", require_toolkit=True)
+    assert cuda.select(KITS, "auto", "12.4", require_toolkit=True)["version"] == "12.4.131"
+
+
+def test_driver_too_old_for_all() -> None:
     with pytest.raises(cuda.CudaError, match=r"supports CUDA up to 10\.0, older than every"):
         cuda.select(KITS, "auto", "10.0")
     with pytest.raises(cuda.CudaError, match=r"'auto' or 'X\.Y'"):
@@ -129,14 +139,16 @@ def test_wheel_tags() -> None:
     assert cuda.wheel_tag(None) == "cpu"
 
 
-def run_module(tmp_path: Path, smi_fixture: str | None, **args) -> dict:
+def run_module(tmp_path: Path, smi_fixture: str | None, toolkits: bool = True, **args) -> dict:
     """Run the cuda_toolkit_info module through Ansible, on this machine."""
     prefix = tmp_path / "usr-local"
-    for kit in ("11.8", "12.4"):
-        (prefix / f"cuda-{kit}").mkdir(parents=True, exist_ok=True)
-    (prefix / "cuda-12.4" / "version.json").write_text(fixture("version-12.4.json"))
-    if not (prefix / "cuda").is_symlink():
-        (prefix / "cuda").symlink_to(prefix / "cuda-11.8")
+    prefix.mkdir(exist_ok=True)
+    if toolkits:
+        for kit in ("11.8", "12.4"):
+            (prefix / f"cuda-{kit}").mkdir(parents=True, exist_ok=True)
+        (prefix / "cuda-12.4" / "version.json").write_text(fixture("version-12.4.json"))
+        if not (prefix / "cuda").is_symlink():
+            (prefix / "cuda").symlink_to(prefix / "cuda-11.8")
     smi = tmp_path / "nvidia-smi"
     if smi_fixture:
         csv = smi_fixture.replace(".txt", ".query.csv")
@@ -181,3 +193,43 @@ def test_module_without_gpu_warns_or_fails(tmp_path: Path) -> None:
     strict = run_module(tmp_path, "nvidia-smi-no-devices.txt", require_gpu=True)
     assert strict["failed"]
     assert "cuda_require_gpu is true but nvidia-smi found no GPU" in strict["msg"]
+
+
+NO_TOOLKIT = {"version": "", "short": "", "major": "", "minor": "", "path": "", "source": "",
+              "toolkit_wheel_tag": ""}
+
+
+def test_module_driver_without_toolkit(tmp_path: Path) -> None:
+    """A GPU host with the NVIDIA driver and no toolkit (stock Ubuntu + nvidia-driver-5xx)."""
+    profile = tmp_path / "spotbox-cuda.sh"  # an earlier run's entry: link.yml removes it
+    profile.write_text("export CUDA_HOME=/usr/local/cuda\n")
+    result = run_module(tmp_path, "nvidia-smi-550-a10g.txt", toolkits=False,
+                        entries=[str(profile), str(tmp_path / "spotbox-cuda.conf")])
+    assert not result.get("failed"), result
+    assert result["entries_present"] == [str(profile)]
+    assert result["toolkits"] == []
+    assert result["current"] is None
+    assert result["selected"] == {**NO_TOOLKIT, "wheel_tag": "cu124"}
+    assert result["gpus"][0]["name"] == "NVIDIA A10G"
+    assert not result.get("warnings")
+
+
+def test_module_cpu_only_host_without_toolkit(tmp_path: Path) -> None:
+    result = run_module(tmp_path, None, toolkits=False)
+    assert not result.get("failed"), result
+    assert result["selected"] == {**NO_TOOLKIT, "wheel_tag": "cpu"}
+    assert result["driver"]["state"] == "no_driver"
+    assert any("Frameworks get their CPU build" in w for w in result["warnings"])
+
+
+def test_module_without_toolkit_fails_when_one_is_asked_for(tmp_path: Path) -> None:
+    asked = run_module(tmp_path, "nvidia-smi-535-t4.txt", toolkits=False, version="12.2")
+    assert asked["failed"]
+    prefix = tmp_path / "usr-local"
+    assert asked["msg"].startswith(f"CUDA 12.2 was asked for (cuda_version) but no CUDA toolkit "
+                                   f"is installed under {prefix} (no cuda-X.Y folders)")
+    required = run_module(tmp_path, "nvidia-smi-535-t4.txt", toolkits=False,
+                          require_toolkit=True)
+    assert required["failed"]
+    assert f"cuda_require_toolkit is true but no CUDA toolkit is installed under {prefix}" in \
+        required["msg"]
