@@ -181,6 +181,12 @@ def cmd_iam_user(args, registry):
     print(f"export AWS_SECRET_ACCESS_KEY={shlex.quote(key['SecretAccessKey'])}")
 
 
+def cmd_imds(args, registry):
+    from . import imds
+
+    imds.main(args.args, registry)
+
+
 def cmd_status(args, registry):
     _print(registry.snapshot())
 
@@ -308,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_rules)
     sub.add_parser("lenient", help="the AWS layer passes everything to moto (plain moto)"
                    ).set_defaults(func=cmd_rules)
+    p = sub.add_parser("imds", add_help=False, help="a box's IMDSv2 stand-in on 127.0.0.1: "
+                       "start NAME, notice NAME --action ACTION, rebalance, clear, stop ...")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_imds)
     p = sub.add_parser("cleanup", help="end everything this state dir started")
     p.add_argument("--keep-volumes", action="store_true")
     p.set_defaults(func=cmd_cleanup)

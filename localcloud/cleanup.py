@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from . import boxes, moto, volumes
+from . import boxes, imds, moto, volumes
 from .registry import Registry
 
 
 def cleanup(registry: Registry, keep_volume_data: bool = False) -> list[str]:
-    """Destroy boxes, then volumes, then the emulator; return what was ended."""
+    """Destroy boxes, then volumes, then the IMDS stand-ins and the emulator; return what
+    was ended."""
     ended = []
     snapshot = registry.snapshot()
     for name in list(snapshot.get("box", {})):
@@ -19,6 +20,9 @@ def cleanup(registry: Registry, keep_volume_data: bool = False) -> list[str]:
         else:
             volumes.destroy(registry, name)
         ended.append(f"volume {name}")
+    for name in list(snapshot.get(imds.KIND, {})):
+        imds.stop(registry, name)
+        ended.append(f"imds {name}")
     if snapshot.get("moto"):
         moto.stop(registry)
         ended.append("moto server")

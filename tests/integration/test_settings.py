@@ -111,6 +111,18 @@ CASES = {
                            "/home/u/$(id)"),
     "jupyter_service_name": ("my-jupyter", "my-jupyter", WRONG, ANY_TEXT, "my jupyter"),
     "jupyter_start_timeout": ("30", 30, WRONG, "0", "30s"),
+    # spot_watch
+    "spot_watch_endpoint": ("http://127.0.0.1:8099", "http://127.0.0.1:8099", WRONG, ANY_TEXT,
+                            "169.254.169.254"),
+    "spot_watch_interval": ("2.5", 2.5, WRONG, "0", "5s"),
+    "spot_watch_hook_dir": ("/opt/hooks", "/opt/hooks", WRONG, ANY_PATH, "hooks"),
+    "spot_watch_hook_budget": ("90", 90, WRONG, "-1", "90s"),
+    "spot_watch_jupyter_service": ("my-jupyter", "my-jupyter", WRONG, ANY_TEXT, "my jupyter"),
+    "spot_watch_jupyter_stop_timeout": ("30", 30, WRONG, "0", "30s"),
+    "spot_watch_mount_point": ("/data", "/data", WRONG, ANY_PATH, "data"),
+    "spot_watch_service_name": ("my-watch", "my-watch", WRONG, ANY_TEXT, "my watch"),
+    "spot_watch_python": ("/usr/bin/python3.11", "/usr/bin/python3.11", WRONG, ANY_PATH,
+                          "python3"),
     # spot_instance
     "spot_instance_name": ("box-1", "box-1", WRONG, "a" * 32, "Bad_Name"),
     "spot_instance_region": ("eu-west-1", "eu-west-1", WRONG,
