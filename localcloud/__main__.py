@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from . import boxes, cleanup, moto, rootfs, volumes
@@ -155,6 +156,48 @@ def cmd_account(args, registry):
     print(f"localcloud: account {json.dumps(shown)}")
 
 
+def _instance_named(registry, name: str, states: list[str]) -> dict:
+    """The emulated instance whose Name tag is name (the box standing in for it)."""
+    ec2 = _layer_client(registry, "ec2")
+    if ec2 is None:
+        sys.exit("the AWS emulator is not running: python -m localcloud moto-start")
+    found = [i for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:Name", "Values": [name]},
+        {"Name": "instance-state-name", "Values": states}])["Reservations"] for i in r["Instances"]]
+    if len(found) != 1:
+        sys.exit(f"{len(found)} instances named {name} in {states}; need exactly one")
+    return found[0]
+
+
+def cmd_interrupt(args, registry):
+    """What EC2 does to a spot instance when it takes the capacity back: the notice, then,
+    after --notice-seconds (AWS gives two minutes), stop or terminate."""
+    from . import awslayer
+
+    instance = _instance_named(registry, args.name, ["pending", "running"])
+    print(f"localcloud: {args.action} notice for {args.name} ({instance['InstanceId']}); "
+          f"{args.action} in {args.notice_seconds:g} s", flush=True)
+    time.sleep(args.notice_seconds)
+    answer = awslayer.interrupt(registry.get("moto", moto.NAME), instance["InstanceId"],
+                                args.action)
+    print(f"localcloud: interrupted: {json.dumps(answer)}")
+
+
+def cmd_restart(args, registry):
+    """EC2 restarting a stopped spot instance when capacity returns."""
+    instance = _instance_named(registry, args.name, ["stopped"])
+    _layer_client(registry, "ec2").start_instances(InstanceIds=[instance["InstanceId"]])
+    print(f"localcloud: restarted {args.name} ({instance['InstanceId']})")
+
+
+def cmd_recycle_address(args, registry):
+    from .awslayer import switches
+
+    with switches.edit(registry.root) as data:
+        data["next_public_ip"] = args.address
+    print(f"localcloud: the next instance gets the public address {args.address}")
+
+
 def cmd_rules(args, registry):
     from .awslayer import switches
 
@@ -283,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("host")
     p.add_argument("port")
     p.set_defaults(func=cmd_ssh_proxy)
+    p = sub.add_parser("interrupt", help="EC2 takes a spot instance back: notice, then stop or "
+                       "terminate it")
+    p.add_argument("name", help="the instance's Name tag (spotbox-NAME)")
+    p.add_argument("--action", choices=["terminate", "stop"], default="terminate")
+    p.add_argument("--notice-seconds", type=float, default=120.0)
+    p.set_defaults(func=cmd_interrupt)
+    p = sub.add_parser("restart", help="EC2 restarts a stopped spot instance (capacity is back)")
+    p.add_argument("name", help="the instance's Name tag (spotbox-NAME)")
+    p.set_defaults(func=cmd_restart)
+    p = sub.add_parser("recycle-address", help="the next instance launched gets this public "
+                       "address (one an earlier instance had)")
+    p.add_argument("address")
+    p.set_defaults(func=cmd_recycle_address)
     sub.add_parser("ansible-env", help="print exports pointing Ansible at this local cloud"
                    ).set_defaults(func=cmd_ansible_env)
     p = sub.add_parser("quota", help="set a spot vCPU quota of the emulated account")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-RULE_MODULES = ("iam", "account", "amis", "quotas", "capacity", "spot", "prices")
+RULE_MODULES = ("iam", "account", "amis", "quotas", "capacity", "spot", "prices", "addresses")
 
 
 def load_rules() -> None:

@@ -39,6 +39,14 @@ def run_checks(layer: core.Layer, call: core.Call) -> core.Reply | None:
         # moto ignores a launch template's Placement; EC2 launches in its zone.
         call.form["Placement.AvailabilityZone"] = zone
         call.notes["form_changed"] = True
+    if params.get("LaunchTemplate") and spec.get("NetworkInterfaces") and not params.get(
+            "NetworkInterfaces"):
+        # moto ignores a launch template's NetworkInterfaces (it then asks for a
+        # default VPC); EC2 launches into the template's subnet and groups.
+        flat = core.ec2_form("RunInstances", {"MinCount": 1, "MaxCount": 1,
+                                              "NetworkInterfaces": spec["NetworkInterfaces"]})
+        call.form.update({k: v for k, v in flat.items() if k.startswith("NetworkInterface.")})
+        call.notes["form_changed"] = True
     return None
 
 

@@ -9,9 +9,15 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 
-def ssh_cidr(value: str, variable: str = "spot_instance_ssh_cidr") -> str:
-    """Normalise an IPv4 CIDR ('203.0.113.7' -> '203.0.113.7/32'); explain bad input."""
+def ssh_cidr(value: str, variable: str = "spot_instance_ssh_cidr", host_only: bool = False) -> str:
+    """Normalise an IPv4 CIDR ('203.0.113.7' -> '203.0.113.7/32'); explain bad input.
+
+    host_only: the value must be one address (a public-IP service's answer: an
+    answer like '1.2.3.4/0' must not open SSH to the world).
+    """
     text = str(value).strip()
+    if host_only and "/" in text:
+        raise AnsibleFilterError(f"{variable} must be one IPv4 address, not {text!r}")
     try:
         network = ipaddress.IPv4Network(text if "/" in text else f"{text}/32", strict=False)
     except ValueError as exc:
@@ -128,12 +134,30 @@ def free_local_ports(names: list[str], requested: int = 8888) -> dict:
     return chosen
 
 
+# What may reach an ssh config file or a printed command: a host entry's name
+# with a space or "*" would apply to other hosts, a newline would add directives.
+SSH_SAFE = {
+    "name": re.compile(r"^[A-Za-z0-9._-]{1,64}$"),
+    "host": re.compile(r"^[A-Za-z0-9.:-]{1,253}$"),
+    "user": re.compile(r"^[a-z_][a-z0-9_-]{0,31}$"),
+    "key": re.compile(r"^[A-Za-z0-9._/~+@-]*$"),
+}
+
+
 def ssh_target(box: Mapping, name: str) -> dict:
     """How ssh reaches a box, from its host vars: {"host", "user", "key"} (key "" when
     the inventory names none: ssh's own default). One place for the tunnel command
-    and the ssh config entry."""
-    return {"host": box.get("ansible_host", name), "user": box.get("ansible_user", "ubuntu"),
-            "key": box.get("ansible_ssh_private_key_file", "")}
+    and the ssh config entry; values that could change the meaning of either (a
+    space, "*", a newline: an instance's tags could carry them) are refused."""
+    target = {"host": str(box.get("ansible_host", name)),
+              "user": str(box.get("ansible_user", "ubuntu")),
+              "key": str(box.get("ansible_ssh_private_key_file", ""))}
+    for field, value in (("name", str(name)), *target.items()):
+        if not SSH_SAFE[field].match(value):
+            raise AnsibleFilterError(
+                f"host {name!r}: its ssh {field} {value!r} has characters that do not belong in "
+                "an ssh config file; rename it (letters, digits, . _ - only)")
+    return target
 
 
 class FilterModule:

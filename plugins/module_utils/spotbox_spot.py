@@ -4,20 +4,21 @@ recorded describe_spot_price_history answers."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 # On-demand Linux prices in USD/hour, us-east-1 and us-east-2 (AWS's public
 # price list, recorded 2025-11). AWS's Pricing API is the live source; this
 # table only labels the saving. Override with spot_instance_on_demand_prices.
+# Only types the Deep Learning Base OSS AMI supports (its release notes list
+# G4dn, G5, G6, Gr6, G6e, P4, P4de, P5, P5e, P5en, P6-B200): not p2 (K80, no
+# driver >= 470), p3 (dropped from the list) or g4ad (AMD GPUs).
 ON_DEMAND_USD_PER_HOUR = {
-    "p2.xlarge": 0.90,
-    "p3.2xlarge": 3.06,
     "g4dn.xlarge": 0.526,
     "g4dn.2xlarge": 0.752,
     "g4dn.4xlarge": 1.204,
     "g4dn.8xlarge": 2.176,
     "g4dn.12xlarge": 3.912,
-    "g4ad.xlarge": 0.37853,
     "g5.xlarge": 1.006,
     "g5.2xlarge": 1.212,
     "g5.4xlarge": 1.624,
@@ -46,23 +47,150 @@ def latest_prices(history: list[dict]) -> dict[tuple[str, str], float]:
     return {key: price for key, (_, price) in newest.items()}
 
 
-def gpu_check(described: list[dict], requested: list[str]) -> dict[str, str]:
-    """GPU description per requested type; SpotError for GPU-less types."""
+def check_types(described: list[dict], requested: list[str],
+                architecture: str = "x86_64") -> dict[str, dict]:
+    """What spotbox needs to know of each requested type, from DescribeInstanceTypes.
+
+    Returns {type: {"gpu": "1x NVIDIA T4", "vcpus": 4}}. SpotError, naming every
+    type at fault, for a type without an NVIDIA GPU (the Deep Learning AMI's
+    driver is NVIDIA's: g4ad's AMD GPUs would sit unused), of another
+    architecture than the AMI's (RunInstances would refuse it), or not sold as
+    spot (SupportedUsageClasses lacks "spot").
+    """
     by_type = {t["InstanceType"]: t for t in described}
-    gpus, without = {}, []
+    info, problems = {}, []
     for name in requested:
-        info = by_type[name].get("GpuInfo")
-        if not info or not info.get("Gpus"):
-            without.append(name)
+        described_type = by_type[name]
+        gpus = (described_type.get("GpuInfo") or {}).get("Gpus") or []
+        if not gpus:
+            problems.append(f"{name} has no GPU (AWS reports no GpuInfo)")
             continue
-        gpu = info["Gpus"][0]
-        gpus[name] = f"{gpu.get('Count', 1)}x {gpu.get('Manufacturer', '')} {gpu['Name']}".strip()
-    if without:
-        raise SpotError(
-            f"spot_instance_types: {', '.join(without)} has no GPU (AWS reports no GpuInfo); "
-            "choose a GPU type such as g4dn.xlarge, g5.xlarge or g6.xlarge"
-        )
-    return gpus
+        gpu = gpus[0]
+        if gpu.get("Manufacturer", "").upper() != "NVIDIA":
+            problems.append(f"{name} has {gpu.get('Manufacturer', 'an unknown')} GPUs, "
+                            "not NVIDIA's (the Deep Learning AMI's driver)")
+            continue
+        arches = described_type.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
+        if arches and architecture not in arches:
+            problems.append(f"{name} is {'/'.join(arches)}, not {architecture} like the AMI "
+                            "(spot_instance_architecture)")
+            continue
+        classes = described_type.get("SupportedUsageClasses", [])
+        if classes and "spot" not in classes:
+            problems.append(f"{name} is not sold as spot")
+            continue
+        info[name] = {
+            "gpu": f"{gpu.get('Count', 1)}x {gpu.get('Manufacturer', '')} {gpu['Name']}".strip(),
+            "vcpus": int(described_type.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
+        }
+    if problems:
+        raise SpotError(f"spot_instance_types: {'; '.join(problems)}. Choose NVIDIA GPU types "
+                        "such as g4dn.xlarge, g5.xlarge or g6.xlarge")
+    return info
+
+
+# Spot vCPU quotas per instance family (Service Quotas, service code ec2). The
+# EC2 User Guide's "Spot Instance quotas" page lists them; new accounts
+# commonly start at 0 vCPUs for G/VT and P.
+SPOT_QUOTAS = {
+    "G": ("L-3819A6DF", "All G and VT Spot Instance Requests"),
+    "P": ("L-7212CCBC", "All P Spot Instance Requests"),
+    "Standard": ("L-34B43A08", "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests"),
+}
+
+
+def spot_quota_family(instance_type: str) -> str | None:
+    """The spot quota family of an instance type ("G", "P", "Standard"), or None."""
+    letters = re.match(r"[a-z]+", instance_type.lower())
+    prefix = letters.group(0) if letters else ""
+    if prefix in ("g", "vt"):
+        return "G"
+    if prefix == "p":
+        return "P"
+    if len(prefix) == 1 and prefix in "acdhimrtz":
+        return "Standard"
+    return None  # F, Inf, Trn, X, ... have quotas of their own; GPU types are G or P
+
+
+def quota_refusal(instance_type: str, vcpus: int, quota: float | None, in_use: int,
+                  region: str) -> str | None:
+    """Why the spot vCPU quota does not allow this type, with how to raise it; None if it does.
+
+    quota: the applied (or default) value in vCPUs; in_use: vCPUs of the
+    account's running spot instances of the same family.
+    """
+    family = spot_quota_family(instance_type)
+    if family is None or quota is None:
+        return None
+    needed = in_use + vcpus
+    if needed <= quota:
+        return None
+    code, name = SPOT_QUOTAS[family]
+    wanted = max(needed, 4 * ((needed + 3) // 4))
+    return (
+        f"the spot vCPU quota \"{name}\" ({code}) in {region} is {quota:g} vCPUs; "
+        f"{instance_type} needs {vcpus}" + (f" on top of the {in_use} your running spot "
+                                            "instances use" if in_use else "")
+        + f", so AWS would refuse the launch (MaxSpotInstanceCountExceeded). Ask for at least "
+        f"{wanted}: https://console.aws.amazon.com/servicequotas/home/services/ec2/quotas/{code}"
+        f"?region={region} or `aws service-quotas request-service-quota-increase "
+        f"--service-code ec2 --quota-code {code} --desired-value {wanted} --region {region}` "
+        "(new accounts often start at 0; AWS answers in hours to days). Nothing was created"
+    )
+
+
+def root_volume_size(requested: int, snapshot_size: int | None) -> tuple[int, str]:
+    """The root volume size to ask for, and a note when the AMI's snapshot forced it up.
+
+    EC2 refuses a root volume smaller than the AMI's snapshot
+    (InvalidBlockDeviceMapping: botocore's EbsBlockDevice.VolumeSize: "you can
+    specify a volume size that is equal to or larger than the snapshot size").
+    """
+    if snapshot_size and snapshot_size > requested:
+        return snapshot_size, (f"spot_instance_root_volume_size {requested} GiB is smaller than "
+                               f"the AMI's root snapshot ({snapshot_size} GiB): using "
+                               f"{snapshot_size} GiB")
+    return requested, ""
+
+
+# One line per launch error AWS answers, saying what to do. {detail} is AWS's
+# own message. Codes: EC2 API reference, "Error codes for the Amazon EC2 API".
+LAUNCH_ERRORS = {
+    "InsufficientInstanceCapacity": "AWS has no spot capacity for {offer} right now "
+    "(InsufficientInstanceCapacity). Add other types to spot_instance_types, or try again later",
+    "MaxSpotInstanceCountExceeded": "the account's spot vCPU quota does not allow {offer} "
+    "(MaxSpotInstanceCountExceeded: {detail}). Ask for a higher \"All G and VT Spot Instance "
+    "Requests\" (L-3819A6DF) or \"All P Spot Instance Requests\" (L-7212CCBC) quota in the "
+    "Service Quotas console, or terminate another spot instance",
+    "SpotMaxPriceTooLow": "spot_instance_max_price is below the current spot price of {offer} "
+    "(SpotMaxPriceTooLow: {detail}). Raise it, or leave it empty (capped at on-demand)",
+    "VcpuLimitExceeded": "the account's vCPU limit does not allow {offer} (VcpuLimitExceeded: "
+    "{detail}). Ask AWS for a higher quota in the Service Quotas console",
+    "UnauthorizedOperation": "the AWS identity may not launch {offer} (UnauthorizedOperation: "
+    "{detail}). Give it the policy in docs/iam-policy.json",
+    "AuthFailure.ServiceLinkedRoleCreationNotPermitted": "the spot service-linked role "
+    "AWSServiceRoleForEC2Spot does not exist and this identity may not create it. An "
+    "administrator runs once: aws iam create-service-linked-role --aws-service-name "
+    "spot.amazonaws.com",
+    "InvalidBlockDeviceMapping": "AWS refused the disks of {offer} (InvalidBlockDeviceMapping: "
+    "{detail}). Raise spot_instance_root_volume_size",
+    "VPCIdNotSpecified": "the region has no default VPC (VPCIdNotSpecified: {detail}). Set "
+    "spot_instance_subnet_id to a subnet of yours",
+    "MissingInput": "AWS needs a subnet to launch {offer} (MissingInput: {detail}). Set "
+    "spot_instance_subnet_id to a subnet of yours",
+    "InvalidParameterCombination": "AWS refused the spot settings for {offer} "
+    "(InvalidParameterCombination: {detail})",
+}
+# Worth trying the next offer (another type or zone) for.
+CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "Unsupported"}
+
+
+def launch_error_message(code: str, detail: str, offer: str) -> str:
+    """One line for a RunInstances error: what happened and what to do."""
+    template = LAUNCH_ERRORS.get(code)
+    if template is None:
+        return f"AWS refused to launch {offer} ({code}: {detail})"
+    return template.format(offer=offer, detail=detail.rstrip("."))
 
 
 def choose(
@@ -75,7 +203,9 @@ def choose(
     """Pick the cheapest (type, zone); ties go to the earlier type, then the zone name.
 
     zones: when set, only these qualify (the data volume's zone).
-    Returns {"choice": row, "table": rows} with rows sorted cheapest first.
+    Returns {"choice": row, "table": rows, "offers": eligible rows} with rows sorted
+    cheapest first: the offers are what a launch tries, in order, when AWS has no
+    capacity for the first.
     """
     on_demand = on_demand if on_demand is not None else ON_DEMAND_USD_PER_HOUR
     rows = []
@@ -110,7 +240,7 @@ def choose(
             f"cheapest is {cheapest['spot_price']} for {cheapest['instance_type']} in "
             f"{cheapest['zone']}. Raise the max price or leave it empty (capped at on-demand)"
         )
-    return {"choice": eligible[0], "table": rows}
+    return {"choice": eligible[0], "table": rows, "offers": eligible}
 
 
 def format_table(rows: list[dict]) -> list[str]:

@@ -93,7 +93,8 @@ def test_the_printed_tunnel_reaches_jupyter(demo) -> None:
     # Only the route differs from AWS: the instance's address goes through the proxy.
     proxy = f"ProxyCommand={sys.executable} -m localcloud ssh-proxy %h %p"
     ssh = subprocess.Popen(
-        [argv[0], "-o", proxy, "-o", "StrictHostKeyChecking=no",
+        # The host key launch accepted (accept-new) must be there: checked strictly.
+        [argv[0], "-o", proxy, "-o", "StrictHostKeyChecking=yes",
          "-o", f"UserKnownHostsFile={demo['state']}/known_hosts", "-o", "ExitOnForwardFailure=yes",
          *argv[1:]],
         cwd=ROOT, env={**demo["env"], "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)

@@ -109,3 +109,22 @@ def test_ssh_target_reads_the_inventory_with_ssh_defaults() -> None:
         "host": "203.0.113.7", "user": "ec2-user", "key": "/keys/course.pem"}
     assert ssh_target({}, "gpu.example.org") == {
         "host": "gpu.example.org", "user": "ubuntu", "key": ""}
+
+
+@pytest.mark.parametrize(("box", "name"), [
+    ({"ansible_host": "10.0.0.5"}, "spotbox-x *"),  # a Host line that matches every host
+    ({"ansible_host": "10.0.0.5\n  ProxyCommand evil"}, "spotbox-x"),
+    ({"ansible_host": "10.0.0.5", "ansible_user": "ubuntu x"}, "spotbox-x"),
+    ({"ansible_host": "10.0.0.5", "ansible_ssh_private_key_file": "/k.pem\nHost *"}, "spotbox-x"),
+])
+def test_ssh_target_refuses_what_would_change_an_ssh_config(box: dict, name: str) -> None:
+    from spotbox import ssh_target
+
+    with pytest.raises(AnsibleFilterError, match="do not belong in an ssh config file"):
+        ssh_target(box, name)
+
+
+def test_a_public_ip_answer_must_be_one_address() -> None:
+    assert ssh_cidr("203.0.113.7\n", "the answer", host_only=True) == "203.0.113.7/32"
+    with pytest.raises(AnsibleFilterError, match="the answer must be one IPv4 address"):
+        ssh_cidr("1.2.3.4/0", "the answer", host_only=True)
