@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -212,11 +213,13 @@ def test_the_hooks_budget_leaves_time_for_jupyter_and_the_unmount(box) -> None:
     box.script(box.hook_dir / "10-slow", "#!/bin/sh\nexec sleep 30\n")
     box.start(hook_budget=60)
     box.wait_log("watching i-0watch")
-    imds.publish_notice(box.server.state_path, "terminate", 14)  # 14 s left: 2 s for hooks
+    # 13-14 s left (IMDS's time has whole seconds): 1-2 s for the hooks, then 2 s for
+    # Jupyter's stop and 10 s for sync and unmount.
+    imds.publish_notice(box.server.state_path, "terminate", 14)
     wait(lambda: (box.interruption() or {}).get("state") == "handled", 10, "the handling")
     record = box.interruption()
     assert record["hooks"][0]["result"] == "stopped: out of time"
-    assert 1 <= record["hooks"][0]["seconds"] <= 3.5
+    assert 0.5 <= record["hooks"][0]["seconds"] <= 3
     assert record["seconds_left"] >= 9
 
 
@@ -243,13 +246,23 @@ def test_an_on_demand_instance_idles_without_polling(box) -> None:
     assert box.interruption() is None and box.commands() == []
 
 
-def test_without_a_metadata_service_it_idles(box) -> None:
+def test_without_a_metadata_service_it_idles_and_looks_again(box) -> None:
     from localcloud.procs import free_port
 
-    box.start(endpoint=f"http://127.0.0.1:{free_port()}")
+    port = free_port()
+    box.start(endpoint=f"http://127.0.0.1:{port}")
     box.wait_log("no instance metadata service answers")
-    time.sleep(1.2)  # looks again every idle_recheck (0.5 s), says it once
+    time.sleep(1.2)  # looks again every interval (0.2 s) for a minute, says it once
     assert box.text().count("no instance metadata service answers") == 1
+    # A metadata service that comes up late (the network at boot) is found.
+    late = imds.IMDSServer(box.server.state_path, port=port)
+    threading.Thread(target=late.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        box.wait_log("watching i-0watch (spot)", 5)
+    finally:
+        late.shutdown()
+        late.server_close()
     assert box.proc.poll() is None
     assert box.interruption() is None and box.commands() == []
     assert not box.run_dir.exists()

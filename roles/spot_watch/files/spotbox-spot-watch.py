@@ -24,8 +24,8 @@ seconds": Amazon EC2 User Guide, Spot Instance interruption notices):
 A 401 (no valid token: expired, or refused) gets a new token and one retry; a
 notice that is not the documented JSON is logged once and ignored. On an
 on-demand instance (instance-life-cycle) it idles without polling; where no
-metadata service answers (not EC2) it idles and looks again every
-`idle_recheck` seconds.
+metadata service answers (not EC2) it looks again every `interval` seconds for a
+minute (the network may come up late), then every `idle_recheck` seconds.
 
 Usage: spotbox-spot-watch [--config /etc/spotbox/spot-watch.json]
 """
@@ -70,6 +70,7 @@ ACTIONS = ("terminate", "stop", "hibernate")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 HOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # run-parts' rule: no backups, no .dpkg-old
 RESERVE = 10.0  # seconds kept after the hooks and Jupyter's stop for sync and unmount
+STARTUP = 60.0  # seconds after start in which a missing metadata service is looked for often
 
 
 def log(message: str) -> None:
@@ -202,8 +203,9 @@ class Watcher:
             id_status, instance = self.imds.get("/latest/meta-data/instance-id")
         except Unavailable as exc:
             self.say_once("imds", f"no instance metadata service answers ({exc}): not an EC2 "
-                                  f"instance, or its metadata service is off; idling, next "
-                                  f"look in {self.c['idle_recheck']:g} s")
+                                  "instance, or its metadata service is off (or not up yet); "
+                                  f"looking again every {self.c['interval']:g} s for "
+                                  f"{STARTUP:g} s, then every {self.c['idle_recheck']:g} s")
             return None
         if id_status == 200:
             self.instance = instance.strip()
@@ -213,8 +215,10 @@ class Watcher:
         log(f"metadata service {self.c['endpoint']}, every {self.c['interval']:g} s; hooks "
             f"{self.c['hook_dir']} (budget {self.c['hook_budget']:g} s); Jupyter service "
             f"{self.c['jupyter_service']}; data volume {self.c['mount_point']}")
+        started = time.monotonic()
         while (kind := self.life_cycle()) is None:
-            time.sleep(self.c["idle_recheck"])
+            early = time.monotonic() - started < STARTUP  # the network may come up late
+            time.sleep(self.c["interval"] if early else self.c["idle_recheck"])
         if kind not in ("spot", ""):
             log(f"{self.instance} is {kind}, not spot: no interruption notice will come; "
                 "idling")
