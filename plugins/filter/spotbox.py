@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
+import re
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 
@@ -27,50 +30,65 @@ def ssh_cidr(value: str, variable: str = "spot_instance_ssh_cidr", host_only: bo
     return str(network)
 
 
-# PyTorch's CUDA wheel indexes (download.pytorch.org/whl/<tag>), oldest first.
-PYTORCH_CUDA_TAGS = ["cu118", "cu121", "cu124", "cu126", "cu128", "cu129", "cu130"]
-
-
-def _tag_version(tag: str) -> tuple[int, int]:
-    digits = tag[2:]
-    return int(digits[:-1]), int(digits[-1])
+def _framework_data():
+    """plugins/module_utils/spotbox_framework.py: the recorded builds, one place for
+    the box's module and these filters."""
+    spec = importlib.util.spec_from_file_location(
+        "spotbox_framework", Path(__file__).resolve().parents[1] / "module_utils"
+        / "spotbox_framework.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def framework_pip_lines(wheel_tag: str, framework: str = "torch", version: str = "",
                         index_base: str = "https://download.pytorch.org/whl",
                         find_links: str = "") -> list[str]:
-    """pip requirement lines for the framework build that matches the CUDA choice.
+    """pip lines that install exactly the framework build chosen for the box.
 
-    wheel_tag: the cuda role's cuda_wheel_tag ("cu124", or "cpu"). The newest
-    PyTorch index not newer than the toolkit is used (CUDA 12.5 -> cu124);
-    a toolkit older than every index gets the CPU build. find_links: a local
-    folder or mirror holding the wheels instead of the index.
+    wheel_tag: the cuda role's cuda_wheel_tag, the build chosen for the driver and
+    the GPUs ("cu126", or "cpu"). version: the release ("" for the recorded
+    default). The framework is pinned with its build (torch==2.13.0+cu126) and
+    comes from its own index as THE index (--index-url: pip gives no index
+    priority, so an extra index lets PyPI's default build win). find_links: a
+    local folder or mirror holding the wheels instead of the index. Frameworks
+    without recorded builds are plain requirements.
     """
     if framework in ("", "none"):
         return []
-    spec = f"{framework}=={version}" if version else framework
+    if wheel_tag != "cpu" and not (wheel_tag.startswith("cu") and wheel_tag[2:].isdigit()
+                                   and len(wheel_tag) in (5, 6)):
+        raise AnsibleFilterError(f"cuda_wheel_tag must be 'cpu' or like 'cu126', "
+                                 f"not {wheel_tag!r}")
+    data = _framework_data()
+    builds = data.builds_of(framework, version)
+    if builds is not None and wheel_tag != "cpu" and wheel_tag not in builds:
+        release = data.release_of(version or data.DEFAULT_RELEASE[framework])
+        raise AnsibleFilterError(
+            f"{framework} {release} has no {wheel_tag} build (it has {', '.join(builds)} and "
+            f"cpu; plugins/module_utils/spotbox_framework.py): set conda_wheel_tag to one of "
+            "them, or conda_framework_version to a release that has it")
+    spec = data.requirement(framework, version, wheel_tag)
     if find_links:
         return [f"--find-links {find_links}", spec]
-    tag = "cpu"
-    if wheel_tag != "cpu":
-        if not (wheel_tag.startswith("cu") and wheel_tag[2:].isdigit()):
-            raise AnsibleFilterError(f"cuda_wheel_tag must be 'cpu' or like 'cu124', "
-                                     f"not {wheel_tag!r}")
-        fitting = [t for t in PYTORCH_CUDA_TAGS if _tag_version(t) <= _tag_version(wheel_tag)]
-        tag = fitting[-1] if fitting else "cpu"
-    return [f"--extra-index-url {index_base.rstrip('/')}/{tag}", spec]
+    if framework not in data.FRAMEWORK_BUILDS:
+        return [spec]
+    return [f"--index-url {index_base.rstrip('/')}/{wheel_tag}", spec]
 
 
-def env_to_requirements(environment: dict) -> list[str]:
+def env_to_requirements(environment: dict, leave_out: list | None = None) -> list[str]:
     """pip requirement lines from a conda environment file's content.
 
     Conda dependencies become pip requirements ("pandas=2.2" -> "pandas==2.2"),
-    python and pip are the interpreter's own, the pip: section is kept as is.
+    python and pip are the interpreter's own, the pip: section is kept as is,
+    less the lines in leave_out (the framework's, installed in a step of their
+    own with their own index).
     """
     lines = []
     for dep in environment.get("dependencies", []):
         if isinstance(dep, dict):
-            lines += [str(item) for item in dep.get("pip", [])]
+            lines += [str(item) for item in dep.get("pip", [])
+                      if str(item) not in (leave_out or [])]
             continue
         name = str(dep).split("::")[-1].strip()
         base = name.split("=")[0].split(">")[0].split("<")[0].strip()

@@ -126,19 +126,27 @@ def parse_nvidia_smi(rc: int, stdout: str, stderr: str = "") -> dict:
     return {"state": "ok", "driver_version": driver, "cuda_version": cuda}
 
 
+GPU_QUERY = "index,name,memory.total,pci.bus_id"
+# compute_cap is a field of drivers from 2021 on (510); older ones refuse the
+# whole query, which is then asked again without it.
+GPU_QUERY_CAP = f"{GPU_QUERY},compute_cap"
+
+
 def parse_gpu_query(csv: str) -> list[dict]:
-    """GPUs from `nvidia-smi --query-gpu=index,name,memory.total,pci.bus_id
-    --format=csv,noheader,nounits`."""
+    """GPUs from `nvidia-smi --query-gpu=index,name,memory.total,pci.bus_id[,compute_cap]
+    --format=csv,noheader,nounits`; compute_cap is "7.5", or None when not asked."""
     gpus = []
     for line in csv.strip().splitlines():
         fields = [field.strip() for field in line.split(",")]
         if len(fields) < 4 or not fields[0].isdigit():
             continue
+        cap = fields[4] if len(fields) > 4 and re.fullmatch(r"\d+\.\d+", fields[4]) else None
         gpus.append({
             "index": int(fields[0]),
             "name": fields[1],
             "memory_mib": int(fields[2]) if fields[2].isdigit() else None,
             "pci_bus_id": fields[3],
+            "compute_cap": cap,
         })
     return gpus
 
@@ -152,7 +160,8 @@ def wheel_tag(version: str | None) -> str:
 
 
 def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
-           prefix: str = "/usr/local", require_toolkit: bool = False) -> dict | None:
+           prefix: str = "/usr/local", require_toolkit: bool = False,
+           prefer: str = "") -> dict | None:
     """Choose the toolkit to make the default; None when there is none to choose.
 
     toolkits: [{"version": "12.4.131", "path": "/usr/local/cuda-12.4"}, ...]
@@ -160,6 +169,8 @@ def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
     driver_cuda: the newest CUDA the driver runs ("12.4"), or None (no driver).
     prefix: where the toolkits were looked for (for the messages).
     require_toolkit: no toolkit at all is an error rather than None.
+    prefer: the framework build's CUDA ("12.6"); auto takes the toolkit of the same
+    X.Y, else the newest of the same major, else the newest the driver runs.
 
     A box without toolkits is a normal box (framework wheels bring their own
     CUDA runtime): None, unless a toolkit was asked for by version or required.
@@ -191,6 +202,13 @@ def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
                 f"the NVIDIA driver supports CUDA up to {driver_cuda}, older than every "
                 f"installed toolkit ({installed}); install an older toolkit or a newer driver"
             )
+        if prefer:
+            # The framework build's CUDA: the same X.Y, else the newest of the same
+            # major, so that extensions nvcc compiles load in the framework.
+            same = [v for v in candidates if v == short(prefer)]
+            same = same or [v for v in candidates if v.split(".")[0] == prefer.split(".")[0]]
+            if same:
+                return by_short[max(same, key=version_tuple)]
         return by_short[max(candidates, key=version_tuple)]
     if not re.fullmatch(r"\d+\.\d+", requested):
         raise CudaError(f"cuda_version must be 'auto' or 'X.Y' (like 12.4), not {requested!r}")
@@ -206,3 +224,13 @@ def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
             f"<= {driver_cuda}, 'auto', or an AMI with a newer driver"
         )
     return by_short[requested]
+
+
+def major_mismatch(toolkit: str, framework_cuda: str) -> str:
+    """A warning when a toolkit and the framework build differ in CUDA major, else ''."""
+    if not toolkit or not framework_cuda or toolkit.split(".")[0] == framework_cuda.split(".")[0]:
+        return ""
+    return (f"CUDA {toolkit} (cuda_version) and the framework build's CUDA {framework_cuda} differ "
+            "in major version: the framework runs, but CUDA extensions compiled with this nvcc "
+            "(torch.utils.cpp_extension, pip packages built from source) will not load in it. "
+            f"Choose a CUDA {framework_cuda.split('.')[0]}.x toolkit, or cuda_version: auto")

@@ -12,10 +12,15 @@ description:
     version.json, version.txt, C(bin/nvcc --version) or C(bin/ptxas --version),
     else the folder name.
   - Reads the driver version and the newest CUDA it supports from C(nvidia-smi),
-    and the GPUs from C(nvidia-smi --query-gpu).
+    and the GPUs with their compute capability from C(nvidia-smi --query-gpu).
+  - Chooses the framework build (the newest CUDA build of the framework release
+    that the driver and every GPU run, from the data recorded in
+    module_utils/spotbox_framework.py; the CPU build without a usable GPU).
+    C(auto) then prefers the toolkit of that build's CUDA (same X.Y, else the
+    same major); an explicit I(version) of another major is a warning.
   - Chooses the toolkit to make the default and fails, with what to do, when the
     requested one is missing or newer than the driver supports.
-  - A box without toolkits (the driver alone, or no GPU at all) is not an error:
+  - A box without toolkits (the driver alone, or no GPU at all) is not an error;
     nothing is selected (I(selected.short) is empty), unless I(version) names a
     toolkit or I(require_toolkit) is true. Framework wheels bring their own CUDA
     runtime and need only the driver.
@@ -41,6 +46,14 @@ options:
     description: The nvidia-smi command.
     type: str
     default: nvidia-smi
+  framework:
+    description: The framework whose build is chosen (C(torch)), or C(none).
+    type: str
+    default: torch
+  framework_version:
+    description: The framework release (C(2.13.0)); empty for the recorded default.
+    type: str
+    default: ""
   entries:
     description:
       - Files that make a toolkit the default (the role's PATH and linker entries);
@@ -88,6 +101,12 @@ gpus:
   returned: always
   type: list
   elements: dict
+framework_build:
+  description: The framework build chosen for the driver and the GPUs, and why.
+  returned: always
+  type: dict
+  sample: {"framework": "torch", "release": "2.13", "tag": "cu126", "cuda": "12.6",
+           "reason": "the newest build of torch 2.13 that driver 550.127.05 ... run"}
 selected:
   description:
     - The chosen toolkit with major, minor and wheel_tag (cu124).
@@ -103,8 +122,11 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.spotbox_cuda import (
+    GPU_QUERY,
+    GPU_QUERY_CAP,
     CudaError,
     folder_version,
+    major_mismatch,
     parse_gpu_query,
     parse_nvidia_smi,
     parse_tool_version,
@@ -114,6 +136,7 @@ from ansible.module_utils.spotbox_cuda import (
     short,
     wheel_tag,
 )
+from ansible.module_utils.spotbox_framework import choose_build
 
 
 def _read(path: str) -> str | None:
@@ -162,11 +185,12 @@ def read_driver(module: AnsibleModule, nvidia_smi: str) -> tuple[dict, list[dict
     driver = parse_nvidia_smi(rc, out, err)
     if driver["state"] != "ok":
         return driver, []
-    rc, out, _ = module.run_command(
-        [binary, "--query-gpu=index,name,memory.total,pci.bus_id",
-         "--format=csv,noheader,nounits"]
-    )
-    return driver, parse_gpu_query(out) if rc == 0 else []
+    for query in (GPU_QUERY_CAP, GPU_QUERY):  # older drivers know no compute_cap
+        rc, out, _ = module.run_command(
+            [binary, f"--query-gpu={query}", "--format=csv,noheader,nounits"])
+        if rc == 0:
+            return driver, parse_gpu_query(out)
+    return driver, []
 
 
 def main() -> None:
@@ -178,6 +202,8 @@ def main() -> None:
             "prefix": {"type": "path", "default": "/usr/local"},
             "nvidia_smi": {"type": "str", "default": "nvidia-smi"},
             "entries": {"type": "list", "elements": "path", "default": []},
+            "framework": {"type": "str", "default": "torch"},
+            "framework_version": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
@@ -198,19 +224,25 @@ def main() -> None:
         module.warn(f"No usable GPU: {why}. Frameworks get their CPU build"
                     + ("; a toolkit is still chosen among those installed" if kits else ""))
     driver_cuda = driver.get("cuda_version") if driver["state"] == "ok" else None
+    build = choose_build(module.params["framework"], module.params["framework_version"],
+                         driver, gpus if usable else [])
+    result["framework_build"] = build
+    if usable and build["tag"] == "cpu" and module.params["framework"] not in ("", "none"):
+        module.warn(f"The framework gets its CPU build: {build['reason']}")
     try:
         chosen = select(kits, module.params["version"], driver_cuda, prefix,
-                        module.params["require_toolkit"])
+                        module.params["require_toolkit"], prefer=build["cuda"])
     except CudaError as exc:
         module.fail_json(msg=str(exc), **result)
     if chosen is None:
         result["selected"] = {"version": "", "short": "", "major": "", "minor": "", "path": "",
-                              "source": "", "wheel_tag": wheel_tag(driver_cuda) if usable
-                              else "cpu", "toolkit_wheel_tag": ""}
+                              "source": "", "wheel_tag": build["tag"], "toolkit_wheel_tag": ""}
         module.exit_json(**result)
+    if module.params["version"] != "auto" and (warning := major_mismatch(chosen["short"],
+                                                                         build["cuda"])):
+        module.warn(warning)
     major, minor = (int(p) for p in chosen["short"].split("."))
-    result["selected"] = {**chosen, "major": major, "minor": minor,
-                          "wheel_tag": wheel_tag(chosen["short"]) if usable else "cpu",
+    result["selected"] = {**chosen, "major": major, "minor": minor, "wheel_tag": build["tag"],
                           "toolkit_wheel_tag": wheel_tag(chosen["short"])}
     module.exit_json(**result)
 

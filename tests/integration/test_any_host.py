@@ -93,7 +93,7 @@ def test_a_plain_box_is_provisioned(host) -> None:
     assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-3000:]
     out = text(first.stdout)
     assert "No CUDA toolkit under /usr/local (no cuda-X.Y folders), so none is selected" in out
-    assert "driver: none (CUDA up to n/a); GPUs: none; framework wheels: cpu" in out
+    assert "driver: none (CUDA up to n/a); GPUs: none; framework build: cpu" in out
     assert re.search(r"mybox\s+: ok=\d+\s+changed=[1-9]", first.stdout)
     print(f"first provision of a plain box: {host['seconds']:.0f}s")
 

@@ -72,8 +72,10 @@ def test_gpu_lists() -> None:
     assert [g["index"] for g in eight] == list(range(8))
     assert {g["name"] for g in eight} == {"NVIDIA A100-SXM4-40GB"}
     assert cuda.parse_gpu_query(fixture("nvidia-smi-410-k80.query.csv")) == [
-        {"index": 0, "name": "Tesla K80", "memory_mib": 11441, "pci_bus_id": "00000000:00:1E.0"}
+        {"index": 0, "name": "Tesla K80", "memory_mib": 11441, "pci_bus_id": "00000000:00:1E.0",
+         "compute_cap": None}
     ]
+    assert cuda.parse_gpu_query(fixture("nvidia-smi-535-t4.cap.csv"))[0]["compute_cap"] == "7.5"
     assert cuda.parse_gpu_query("") == []
 
 
@@ -151,10 +153,16 @@ def run_module(tmp_path: Path, smi_fixture: str | None, toolkits: bool = True, *
             (prefix / "cuda").symlink_to(prefix / "cuda-11.8")
     smi = tmp_path / "nvidia-smi"
     if smi_fixture:
-        csv = smi_fixture.replace(".txt", ".query.csv")
+        # As the driver answers: the query with compute_cap (drivers before 510
+        # refuse it, rc 2), then the one without.
+        base = FIXTURES / smi_fixture.replace(".txt", "")
+        cap = (f"cat {base}.cap.csv" if Path(f"{base}.cap.csv").exists()
+               else f"cat {base}.cap.err; exit 2" if Path(f"{base}.cap.err").exists()
+               else f"cat {base}.query.csv")
         smi.write_text(
             "#!/bin/sh\n"
-            f'case "$1" in --query-gpu*) cat {FIXTURES / csv};;\n'
+            f'case "$1" in --query-gpu=*compute_cap) {cap};;\n'
+            f"  --query-gpu*) cat {base}.query.csv;;\n"
             f"  *) cat {FIXTURES / smi_fixture};;\nesac\n"
         )
         smi.chmod(0o755)
@@ -171,8 +179,11 @@ def run_module(tmp_path: Path, smi_fixture: str | None, toolkits: bool = True, *
 
 def test_module_on_a_gpu_box(tmp_path: Path) -> None:
     result = run_module(tmp_path, "nvidia-smi-550-a10g.txt", version="auto")
-    assert result["selected"]["short"] == "12.4"
-    assert result["selected"]["wheel_tag"] == "cu124"
+    assert result["selected"]["short"] == "12.4"  # CUDA 12 like the framework build
+    assert result["selected"]["wheel_tag"] == "cu126"  # torch 2.13's newest build R550 runs
+    assert result["selected"]["toolkit_wheel_tag"] == "cu124"
+    assert result["framework_build"]["tag"] == "cu126"
+    assert result["gpus"][0]["compute_cap"] == "8.6"
     assert result["toolkits"][1]["source"] == "version.json"
     assert result["toolkits"][0]["source"] == "folder name"
     assert result["current"].endswith("cuda-11.8")
@@ -209,7 +220,7 @@ def test_module_driver_without_toolkit(tmp_path: Path) -> None:
     assert result["entries_present"] == [str(profile)]
     assert result["toolkits"] == []
     assert result["current"] is None
-    assert result["selected"] == {**NO_TOOLKIT, "wheel_tag": "cu124"}
+    assert result["selected"] == {**NO_TOOLKIT, "wheel_tag": "cu126"}
     assert result["gpus"][0]["name"] == "NVIDIA A10G"
     assert not result.get("warnings")
 
@@ -233,3 +244,44 @@ def test_module_without_toolkit_fails_when_one_is_asked_for(tmp_path: Path) -> N
     assert required["failed"]
     assert f"cuda_require_toolkit is true but no CUDA toolkit is installed under {prefix}" in \
         required["msg"]
+
+
+def test_auto_prefers_the_framework_builds_cuda() -> None:
+    kits = [*KITS, {"version": "12.8.93", "path": "/usr/local/cuda-12.8"},
+            {"version": "13.0.88", "path": "/usr/local/cuda-13.0"}]
+    # Driver 580 (CUDA 13.0) on a V100: the build is cu126, the toolkit CUDA 12.
+    assert cuda.select(kits, "auto", "13.0", prefer="12.6")["version"] == "12.8.93"
+    assert cuda.select(kits, "auto", "13.0", prefer="13.0")["version"] == "13.0.88"
+    assert cuda.select(kits, "auto", "13.0", prefer="")["version"] == "13.0.88"
+    # No toolkit of the build's major: the newest the driver runs.
+    assert cuda.select(KITS[:2], "auto", "13.0", prefer="13.0")["version"] == "12.4.131"
+
+
+def test_a_major_mismatch_is_a_warning_that_says_what_breaks() -> None:
+    assert cuda.major_mismatch("12.4", "12.6") == ""
+    assert cuda.major_mismatch("12.4", "") == ""
+    warning = cuda.major_mismatch("13.5", "12.6")
+    assert warning.startswith("CUDA 13.5 (cuda_version) and the framework build's CUDA 12.6 "
+                              "differ in major version")
+    assert "CUDA extensions compiled with this nvcc" in warning
+
+
+def test_module_old_driver_without_compute_cap(tmp_path: Path) -> None:
+    """K80 on R470: the compute_cap query is refused; no torch 2.13 build runs."""
+    result = run_module(tmp_path, "nvidia-smi-470-k80.txt", toolkits=False)
+    assert not result.get("failed"), result
+    assert result["gpus"][0]["name"] == "Tesla K80"
+    assert result["gpus"][0]["compute_cap"] is None
+    assert result["selected"]["wheel_tag"] == "cpu"
+    assert any("The framework gets its CPU build: no CUDA build of torch 2.13 runs here"
+               in w for w in result["warnings"])
+
+
+def test_module_warns_on_an_explicit_toolkit_of_another_major(tmp_path: Path) -> None:
+    """H100 on R580: the build is cu132; an explicit CUDA 12.4 toolkit is a warning."""
+    result = run_module(tmp_path, "nvidia-smi-580-8xh100.txt", version="12.4")
+    assert not result.get("failed"), result
+    assert result["selected"]["wheel_tag"] == "cu132"
+    assert len(result["gpus"]) == 8 and result["gpus"][0]["compute_cap"] == "9.0"
+    assert any("CUDA 12.4 (cuda_version) and the framework build's CUDA 13.2 differ" in w
+               for w in result["warnings"])

@@ -23,29 +23,50 @@ from spotbox import conda_missing_packages, env_to_requirements, framework_pip_l
 INDEX = "https://download.pytorch.org/whl"
 
 
-@pytest.mark.parametrize(("tag", "index"), [
-    ("cu124", "cu124"), ("cu125", "cu124"), ("cu118", "cu118"), ("cu120", "cu118"),
-    ("cu128", "cu128"), ("cu135", "cu130"), ("cu102", "cpu"), ("cpu", "cpu"),
+@pytest.mark.parametrize(("tag", "version", "spec"), [
+    ("cu126", "", "torch==2.13.0+cu126"),  # the recorded default release
+    ("cu132", "2.13.0", "torch==2.13.0+cu132"),
+    ("cpu", "2.12.1", "torch==2.12.1+cpu"),
+    ("cu128", "2.9.1", "torch==2.9.1+cu128"),
 ])
-def test_framework_follows_the_cuda_choice(tag: str, index: str) -> None:
-    assert framework_pip_lines(tag) == [f"--extra-index-url {INDEX}/{index}", "torch"]
+def test_framework_is_pinned_from_its_own_index(tag: str, version: str, spec: str) -> None:
+    # --index-url, not --extra-index-url: pip gives no index priority, so an extra
+    # index let PyPI's default (CUDA 13) build win over the chosen one.
+    assert framework_pip_lines(tag, version=version) == [f"--index-url {INDEX}/{tag}", spec]
+    assert framework_pip_lines(tag, version=version, index_base="https://mirror.example/whl/") \
+        == [f"--index-url https://mirror.example/whl/{tag}", spec]
 
 
-def test_framework_pins_local_wheels_and_none() -> None:
+def test_a_build_the_release_does_not_publish_is_refused() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"torch 2\.13 has no cu124 build \(it has "
+                       r"cu126, cu130, cu132 and cpu"):
+        framework_pip_lines("cu124")
+    # A release that is not recorded: taken as asked (the smoke test checks it).
+    assert framework_pip_lines("cu124", version="3.0.0") == [
+        f"--index-url {INDEX}/cu124", "torch==3.0.0+cu124"]
+
+
+def test_framework_pins_local_wheels_other_frameworks_and_none() -> None:
     assert framework_pip_lines("cpu", version="2.13.0+cpu", find_links="/opt/wheels") == [
         "--find-links /opt/wheels", "torch==2.13.0+cpu"]
-    assert framework_pip_lines("cu124", framework="none") == []
+    assert framework_pip_lines("cpu", find_links="/opt/wheels") == [
+        "--find-links /opt/wheels", "torch==2.13.0+cpu"]
+    assert framework_pip_lines("cu126", framework="jax", version="0.7.0") == ["jax==0.7.0"]
+    assert framework_pip_lines("cu126", framework="none") == []
     with pytest.raises(AnsibleFilterError, match="cuda_wheel_tag must be"):
         framework_pip_lines("12.4")
 
 
 def test_env_file_to_requirements() -> None:
+    framework = [f"--index-url {INDEX}/cu126", "torch==2.13.0+cu126"]
     env = {"name": "course", "channels": ["conda-forge"], "dependencies": [
         "python=3.11", "pip", "jupyterlab", "pandas=2.2", "conda-forge::matplotlib>=3.8",
-        {"pip": ["--extra-index-url https://download.pytorch.org/whl/cu124", "torch"]}]}
+        {"pip": [*framework, "einops"]}]}
     assert env_to_requirements(env) == [
-        "jupyterlab", "pandas==2.2", "matplotlib>=3.8",
-        "--extra-index-url https://download.pytorch.org/whl/cu124", "torch"]
+        "jupyterlab", "pandas==2.2", "matplotlib>=3.8", *framework, "einops"]
+    # The uv backend installs the framework in a step of its own, from its index alone.
+    assert env_to_requirements(env, framework) == [
+        "jupyterlab", "pandas==2.2", "matplotlib>=3.8", "einops"]
 
 
 def test_conda_missing_package_message() -> None:

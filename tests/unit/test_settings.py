@@ -317,6 +317,6 @@ def test_role_and_entry_point_can_be_named_and_errors_are_one_line(tmp_path) -> 
     assert jupyter["msg"].startswith("jupyter_python could not be worked out: ")
     assert "no_such_variable" in jupyter["msg"] and "\n" not in jupyter["msg"]
     assert cuda["ansible_facts"]["__cuda_version"] == "12.4"
-    assert cuda["msg"] == "4 settings of cuda converted and checked"
+    assert cuda["msg"] == "7 settings of cuda converted and checked"
     assert missing["failed"] is True
     assert "no role 'nosuchrole' with meta/argument_specs.yml found" in missing["msg"]
