@@ -172,9 +172,12 @@ def _instance_named(registry, name: str, states: list[str]) -> dict:
 def cmd_interrupt(args, registry):
     """What EC2 does to a spot instance when it takes the capacity back: the notice, then,
     after --notice-seconds (AWS gives two minutes), stop or terminate."""
-    from . import awslayer
+    from . import awslayer, imds
 
     instance = _instance_named(registry, args.name, ["pending", "running"])
+    if registry.get(imds.KIND, args.name):  # the box's metadata stand-in shows the notice
+        imds.publish_notice(imds.state_file(registry, args.name), args.action,
+                            args.notice_seconds)
     print(f"localcloud: {args.action} notice for {args.name} ({instance['InstanceId']}); "
           f"{args.action} in {args.notice_seconds:g} s", flush=True)
     time.sleep(args.notice_seconds)

@@ -12,7 +12,7 @@ description:
   - Finds the box's resources by its tags, matched exactly (EC2 filter values are wildcards,
     so a name like C(*) would otherwise match every box); the name must be a box name.
   - Cancels its spot requests in every state that can still launch or hold an instance
-    (open, active, disabled) first. The EC2 User Guide ("Cancel a Spot Instance request"):
+    (open, active, disabled) first. The EC2 User Guide ("Cancel a Spot Instance request") -
     terminating an instance of a persistent request re-opens the request, "To ensure that no
     new Spot Instance is launched, you must first cancel the Spot Instance request"; cancelling
     a disabled request terminates its stopped instance. amazon.aws's ec2_spot_instance cancels

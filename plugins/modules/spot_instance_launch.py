@@ -9,7 +9,7 @@ module: spot_instance_launch
 short_description: Launch a box's spot instance from its launch template, trying offers in order
 description:
   - Finds the box's instance by its tags (name and owner, matched exactly), in any state but
-    terminated. A running one is returned as it is (its type and zone are never changed: EC2
+    terminated. A running one is returned as it is (its type and zone are never changed, as EC2
     cannot change a spot instance's type). A stopped one is started when the user stopped it;
     one that AWS stopped (a spot interruption) is left to AWS, which restarts it when capacity
     returns, and the module says so. Several instances are an error (none is picked or ended).
@@ -17,8 +17,8 @@ description:
     of I(offers); when AWS has no capacity there (InsufficientInstanceCapacity, Unsupported) it
     tries the next. Other errors stop it with one line that says what to do.
   - Waits until the instance runs. In check mode it says what it would do and launches nothing.
-  - amazon.aws's ec2_instance cannot do this: it changes a running instance's type when the
-    offer moves (stop, modify, start: refused for spot instances), and it counts only pending and
+  - amazon.aws's ec2_instance cannot do this - it changes a running instance's type when the
+    offer moves (stop, modify, start, which EC2 refuses for spot instances), and it counts only pending and
     running instances, so a stopped box would get a twin.
 options:
   name:

@@ -15,7 +15,7 @@ description:
   - Finds the AMI (by id, or the newest matching a name pattern) and its root snapshot's size;
     the root volume asked for is raised to it (EC2 refuses a smaller one).
   - Finds the network (the given subnet, else the default VPC; refuses clearly without one).
-  - Finds the box's existing instance (any state but terminated: its type and zone are kept)
+  - Finds the box's existing instance (any state but terminated - its type and zone are kept)
     and data volume (only its zone then qualifies).
   - Reads the current Linux/UNIX spot price of every type in every zone and orders the
     eligible offers, cheapest first; the launch tries them in that order.

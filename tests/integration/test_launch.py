@@ -352,6 +352,18 @@ def test_rerun_and_check_mode_change_nothing(cloud, first_launch) -> None:
     assert {k: len(v) for k, v in before.items()} == {k: len(v) for k, v in after.items()}
 
 
+def test_an_existing_box_keeps_its_type_when_others_are_listed(cloud, first_launch) -> None:
+    # g5.xlarge listed first: a new box could get it, the running one must not change
+    # (EC2 cannot change a spot instance's type; ec2_instance would stop it and try).
+    [before] = resources(cloud, BOX)["instances"]
+    again = playbook(cloud, *FIRST, "-e", "spot_instance_types=g5.xlarge,g4dn.xlarge")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout)["changed"] == 0
+    [after] = resources(cloud, BOX)["instances"]
+    assert (after["InstanceId"], after["InstanceType"], after["State"]["Name"]) == (
+        before["InstanceId"], "g4dn.xlarge", "running")
+
+
 # --- a second box: no ~/.ssh, no capacity in the first zone, the first box untouched --------
 
 @pytest.fixture(scope="module")
@@ -495,8 +507,22 @@ def test_a_box_aws_stopped_is_not_launched_twice(cloud, persistent_box) -> None:
     assert (still["InstanceId"], still["State"]["Name"]) == (instance["InstanceId"], "stopped")
 
 
+def test_a_box_you_stopped_is_started_again(cloud, persistent_box) -> None:
+    localcloud(cloud["admin_env"], "restart", "spotbox-keep")  # capacity is back
+    [instance] = resources(cloud, "keep")["instances"]
+    client(cloud).stop_instances(InstanceIds=[instance["InstanceId"]])  # you stop it
+    again = playbook(cloud, "launch.yml", "--skip-tags", "provision", name="keep")
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert f"started the stopped box keep ({instance['InstanceId']})" in text(again)
+    [still] = resources(cloud, "keep")["instances"]
+    assert (still["InstanceId"], still["State"]["Name"]) == (instance["InstanceId"], "running")
+
+
 def test_terminate_cancels_a_disabled_request_and_nothing_comes_back(cloud,
                                                                       persistent_box) -> None:
+    [instance] = resources(cloud, "keep")["instances"]
+    if instance["State"]["Name"] != "stopped":  # stopped: its request is disabled
+        client(cloud).stop_instances(InstanceIds=[instance["InstanceId"]])
     done = playbook(cloud, "playbooks/terminate.yml", name="keep")
     assert done.returncode == 0, done.stdout[-3000:]
     assert "(disabled)" in text(done)
