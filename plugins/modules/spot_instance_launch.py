@@ -18,8 +18,8 @@ description:
     tries the next. Other errors stop it with one line that says what to do.
   - Waits until the instance runs. In check mode it says what it would do and launches nothing.
   - amazon.aws's ec2_instance cannot do this - it changes a running instance's type when the
-    offer moves (stop, modify, start, which EC2 refuses for spot instances), and it counts only pending and
-    running instances, so a stopped box would get a twin.
+    offer moves (stop, modify, start, which EC2 refuses for spot instances), and it counts
+    only pending and running instances, so a stopped box would get a twin.
 options:
   name:
     description: The box's name (tag spotbox:box).
