@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-RULE_MODULES = ("iam", "account", "amis", "quotas", "capacity", "spot", "prices", "addresses")
+RULE_MODULES = ("iam", "account", "amis", "quotas", "capacity", "spot", "prices", "addresses",
+                "templates")
 
 
 def load_rules() -> None:
