@@ -223,9 +223,8 @@ def known_regions() -> set[str]:
 
 def resolve_region(module) -> tuple[str, str]:
     """The region and where it came from; SpotError for one AWS does not have."""
-    given = module.params.get("region")
     region = module.region
-    source = "spot_instance_region" if given else "the AWS profile or environment"
+    source = "the region option, the AWS profile or environment"
     if not region:
         region, source = FALLBACK_REGION, ("none configured (spot_instance_region, AWS_REGION or "
                                            "`aws configure set region`): the course's")

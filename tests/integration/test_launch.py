@@ -147,6 +147,12 @@ def resources(cloud: dict, name: str) -> dict:
     }
 
 
+def ours(instances: list[dict]) -> list[dict]:
+    """Leave out the instance another user (EVE) tagged with the same box name."""
+    return [i for i in instances
+            if {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("spotbox:owner") != EVE]
+
+
 def nothing_exists(cloud: dict, name: str) -> None:
     found = {kind: items for kind, items in resources(cloud, name).items() if items}
     assert not found, f"a refused run left {found}"
@@ -309,7 +315,7 @@ def test_resources_are_as_asked_and_owned(cloud, first_launch) -> None:
 
 
 def test_the_host_key_was_accepted_once(cloud, first_launch) -> None:
-    [instance] = resources(cloud, BOX)["instances"]
+    [instance] = ours(resources(cloud, BOX)["instances"])
     known = subprocess.run(["ssh-keygen", "-F", instance["PublicIpAddress"], "-f",
                             str(cloud["state"] / "known_hosts")], capture_output=True, text=True)
     assert known.returncode == 0, "accept-new must have recorded the box's host key"
@@ -355,11 +361,11 @@ def test_rerun_and_check_mode_change_nothing(cloud, first_launch) -> None:
 def test_an_existing_box_keeps_its_type_when_others_are_listed(cloud, first_launch) -> None:
     # g5.xlarge listed first: a new box could get it, the running one must not change
     # (EC2 cannot change a spot instance's type; ec2_instance would stop it and try).
-    [before] = resources(cloud, BOX)["instances"]
+    [before] = ours(resources(cloud, BOX)["instances"])
     again = playbook(cloud, *FIRST, "-e", "spot_instance_types=g5.xlarge,g4dn.xlarge")
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)["changed"] == 0
-    [after] = resources(cloud, BOX)["instances"]
+    [after] = ours(resources(cloud, BOX)["instances"])
     assert (after["InstanceId"], after["InstanceType"], after["State"]["Name"]) == (
         before["InstanceId"], "g4dn.xlarge", "running")
 
@@ -374,7 +380,7 @@ def second_box(cloud, first_launch):
     full_zone = cheapest_zone(cloud, "g4dn.xlarge")
     localcloud(cloud["admin_env"], "capacity", "off", "g4dn.xlarge", full_zone)
     box(cloud, "beta")
-    alpha = resources(cloud, BOX)["instances"][0]
+    alpha = ours(resources(cloud, BOX)["instances"])[0]
     try:
         result = playbook(cloud, "launch.yml", "--tags", "launch,provision",
                           "--skip-tags", "role::cuda,role::conda,role::data_volume,role::jupyter,"
@@ -406,7 +412,7 @@ def test_launching_one_box_leaves_the_other_alone(cloud, second_box) -> None:
     assert "provisioning spotbox-beta" in text(result)
     assert f"spotbox-{BOX}" not in re.sub(r"(?s).*PLAY RECAP", "", result.stdout), (
         "launching beta must not run anything on itest")
-    alpha = resources(cloud, BOX)["instances"][0]
+    alpha = ours(resources(cloud, BOX)["instances"])[0]
     assert (alpha["InstanceId"], alpha["State"]["Name"]) == (
         second_box["alpha"]["InstanceId"], "running")
     [volume] = [v for v in resources(cloud, BOX)["volumes"] if v["Size"] == 100]
@@ -458,7 +464,7 @@ def test_terminate_ends_only_the_named_box_and_keeps_its_volume(cloud, second_bo
     assert gone["instances"] == [] and gone["requests"] == []
     assert [v["State"] for v in gone["volumes"] if v["VolumeId"] == volume["VolumeId"]] == [
         "available"]
-    assert resources(cloud, BOX)["instances"][0]["State"]["Name"] == "running"
+    assert ours(resources(cloud, BOX)["instances"])[0]["State"]["Name"] == "running"
     known = subprocess.run(["ssh-keygen", "-F", address, "-f",
                             str(cloud["state"] / "known_hosts")], capture_output=True, text=True)
     assert known.returncode == 1, "terminate must forget the ended instance's host key"
