@@ -20,9 +20,9 @@ BIN = Path(sys.executable).parent
 
 
 def scenarios() -> list[str]:
-    """Molecule scenarios, the harness's own ("default") first."""
+    """Molecule scenarios, the local cloud's self-test ("localcloud") first."""
     found = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-    return sorted(found, key=lambda name: name != "default")
+    return sorted(found, key=lambda name: name != "localcloud")
 
 
 def lint_steps() -> list[tuple[str, list[str]]]:
