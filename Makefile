@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup system-deps test lint unit molecule integration demo demo-down launch terminate clean
+.PHONY: help setup system-deps test lint unit molecule integration demo demo-down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,9 @@ unit: $(BIN)/.installed  ## pytest unit tests (no local cloud needed)
 
 molecule: setup  ## every Molecule scenario on the local cloud
 	$(BIN)/python -m localcloud session -- $(RUN) molecule
+
+integration: setup  ## the integration tests (tests/integration) on the local cloud
+	$(BIN)/python -m localcloud session -- $(RUN) integration
 
 demo: setup  ## the main job on the local cloud (AWS emulator + a booted box)
 	scripts/demo
