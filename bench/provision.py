@@ -83,7 +83,7 @@ def one_round(registry: Registry, state: Path, index: int, floor_first: bool) ->
     floor_box, _ = fresh_box(registry, state, f"bench-floor-{index}")
     # The boxes share this machine's network: each Jupyter gets its own port.
     args = [a.replace("{port}", str(free_port())) for a in ARGS]
-    args += ["-e", "spotbox_hosts=stand-in", "-e", f"spotbox_ssh_config_file={state}/ssh_config"]
+    args += ["-e", "spotbox_hosts=stand-in", "-e", f"access_ssh_config_file={state}/ssh_config"]
     times = time_pair(lambda: ssh(floor_box, FLOOR.replace("{port}", str(free_port()))),
                       lambda: provision(role_inventory, *args), floor_first)
     for record in (role_box, floor_box):

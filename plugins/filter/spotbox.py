@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import re
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -115,43 +114,6 @@ def conda_missing_packages(stderr: str) -> str:
             "that has it to conda_channels")
 
 
-def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int = 100,
-                    exclude: frozenset[int] = frozenset()) -> dict:
-    """The requested port if nothing listens there on this controller, else the next free one.
-
-    Ports in exclude (given to other boxes' tunnels) count as taken. Returns
-    {"port": N, "reason": "..."} so that the summary can say which and why.
-    """
-    requested = int(requested)
-    for port in range(requested, min(requested + tries, 65536)):
-        if port in exclude:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        if port == requested:
-            return {"port": port, "reason": f"{port} is free on this machine"}
-        why = "another box's tunnel has it" if requested in exclude else "a local Jupyter?"
-        return {"port": port, "reason": f"{requested} is taken on this machine ({why}), "
-                f"so the tunnel uses {port}"}
-    raise AnsibleFilterError(f"no free local port in {requested}-{requested + tries - 1}; "
-                             "set spotbox_local_port to another start")
-
-
-def free_local_ports(names: list[str], requested: int = 8888) -> dict:
-    """A free local port for each box's tunnel, all different: {name: {"port", "reason"}}.
-
-    Box N asks for requested + N, so that the same boxes keep the same ports.
-    """
-    chosen: dict[str, dict] = {}
-    for index, name in enumerate(names):
-        taken = frozenset(choice["port"] for choice in chosen.values())
-        chosen[name] = free_local_port(int(requested) + index, exclude=taken)
-    return chosen
-
-
 # What may reach an ssh config file or a printed command: a host entry's name
 # with a space or "*" would apply to other hosts, a newline would add directives.
 SSH_SAFE = {
@@ -178,6 +140,55 @@ def ssh_target(box: Mapping, name: str) -> dict:
     return target
 
 
+def ssh_config_entry(box: Mapping, name: str, local_port: int, remote_port: int) -> str:
+    """A box's `Host` entry for an ssh config file: the route of its tunnel
+    (`ssh -N NAME` opens it), from its host vars as ssh_target reads them."""
+    target = ssh_target(box, name)
+    lines = [f"Host {name}", f"  HostName {target['host']}", f"  User {target['user']}"]
+    port = int(box.get("ansible_port") or 22)
+    if port != 22:  # an SSH host of your own may listen elsewhere (ansible_port)
+        lines.append(f"  Port {port}")
+    if target["key"]:
+        lines += [f"  IdentityFile {target['key']}", "  IdentitiesOnly yes"]
+    lines.append(f"  LocalForward {int(local_port)} 127.0.0.1:{int(remote_port)}")
+    return "\n".join(lines) + "\n"
+
+
+def interruption_line(value) -> str:
+    """One line about the previous instance's interruption (the box's fact
+    spotbox_last_interruption: a message, or a mapping with one or with details)."""
+    if isinstance(value, Mapping):
+        for key in ("message", "msg", "summary"):
+            if value.get(key):
+                return " ".join(str(value[key]).split())
+        return ", ".join(f"{key} {item}" for key, item in value.items()
+                         if item not in (None, "", [], {}))
+    return " ".join(str(value).split())
+
+
+def access_summary(box: Mapping, name: str, choice: Mapping, remote_port: int, token: str,
+                   ssh_config_file: str, check_mode: bool = False) -> list[str]:
+    """The lines that say how to reach a box's Jupyter: why this local port, the tunnel
+    command, the URL with the token (the only place it is printed), the ssh config
+    entry's way, and the previous instance's interruption when the box knows one."""
+    target = ssh_target(box, name)
+    port = int(box.get("ansible_port") or 22)
+    local = int(choice["port"])
+    tunnel = ["ssh", *(["-i", target["key"]] if target["key"] else []),
+              *(["-p", str(port)] if port != 22 else []),
+              "-N", "-L", f"{local}:127.0.0.1:{int(remote_port)}",
+              f"{target['user']}@{target['host']}"]
+    lines = [str(choice["reason"]),
+             f"tunnel  {' '.join(tunnel)}",
+             f"url     http://127.0.0.1:{local}/lab?token="
+             f"{token or '(check mode: the first real run makes the token)'}",
+             f"or      ssh -N {name}   (with 'Include {ssh_config_file}' in ~/.ssh/config"
+             f"{'; check mode writes no file' if check_mode else ''})"]
+    if box.get("spotbox_last_interruption"):
+        lines.append(f"last time  {interruption_line(box['spotbox_last_interruption'])}")
+    return lines
+
+
 class FilterModule:
     """spotbox's filters."""
 
@@ -187,7 +198,8 @@ class FilterModule:
             "spotbox_framework_pip_lines": framework_pip_lines,
             "spotbox_env_to_requirements": env_to_requirements,
             "spotbox_conda_missing_packages": conda_missing_packages,
-            "spotbox_free_local_port": free_local_port,
-            "spotbox_free_local_ports": free_local_ports,
             "spotbox_ssh_target": ssh_target,
+            "spotbox_ssh_config_entry": ssh_config_entry,
+            "spotbox_access_summary": access_summary,
+            "spotbox_interruption_line": interruption_line,
         }

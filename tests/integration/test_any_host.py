@@ -71,7 +71,7 @@ def host(tmp_path_factory):
                 # Local-cloud boxes share this machine's network: Jupyter on the
                 # box gets a port of its own; the ssh config entries go to the state dir.
                 "-e", f"jupyter_port={free_port()}",
-                "-e", f"spotbox_ssh_config_file={state}/ssh_config"]
+                "-e", f"access_ssh_config_file={state}/ssh_config"]
         command = [ANSIBLE_PLAYBOOK, "-i", str(inventory), "playbooks/provision.yml", *args]
         started = time.monotonic()
         first = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -157,3 +157,26 @@ def test_a_rerun_changes_nothing(host) -> None:
     recap = re.search(r"^mybox\s+: .*changed=(\d+)", rerun.stdout, re.MULTILINE)
     assert recap and recap.group(1) == "0", rerun.stdout[-3000:]
     print(f"re-run: {seconds:.1f}s")
+
+
+def test_access_alone_prints_the_summary_again(host) -> None:
+    """"Print me the tunnel again": playbooks/access.yml alone reads Jupyter's port and
+    token on the box and prints the same tunnel and URL; the ssh config entries stay."""
+    first = host["first"]
+    assert first.returncode == 0, "the first run failed"
+    config = host["state"] / "ssh_config"
+    entries = config.read_text()
+    inventory = host["command"][host["command"].index("-i") + 1]
+    again = subprocess.run(
+        [ANSIBLE_PLAYBOOK, "-i", inventory, "playbooks/access.yml",
+         "-e", f"access_ssh_config_file={config}"],
+        cwd=ROOT, env=host["env"], capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    summary = r"(tunnel ssh .*?) url (http://127\.0\.0\.1:\d+/lab\?token=[0-9a-f]{48})"
+    before, after = re.search(summary, text(first.stdout)), re.search(summary, text(again.stdout))
+    assert before and after, text(again.stdout)[-3000:]
+    assert after.groups() == before.groups()
+    assert f"or ssh -N mybox (with 'Include {config}' in ~/.ssh/config)" in text(again.stdout)
+    assert config.read_text() == entries
+    recap = re.search(r"^mybox\s+: .*changed=(\d+)", again.stdout, re.MULTILINE)
+    assert recap and recap.group(1) == "0", again.stdout[-3000:]

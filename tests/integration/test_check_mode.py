@@ -102,7 +102,7 @@ def provision_check(fresh_box):
     run, output = playbook_json(
         fresh_box["env"], "--check", "-i", str(fresh_box["inventory"]), "playbooks/provision.yml",
         "-e", "conda_backend=uv", "-e", "conda_framework=none", "-e", f"jupyter_port={port}",
-        "-e", f"spotbox_ssh_config_file={fresh_box['state'] / 'ssh_config'}")
+        "-e", f"access_ssh_config_file={fresh_box['state'] / 'ssh_config'}")
     print(f"provision.yml --check on the fresh box: {time.monotonic() - started:.0f}s")
     return {"run": run, "output": output, "port": port, "before": before,
             "after": box_state(fresh_box)}

@@ -86,41 +86,6 @@ Current channels:
     assert conda_missing_packages("Solving environment: done") == ""
 
 
-def test_free_local_port_skips_a_taken_port() -> None:
-    import socket
-
-    from spotbox import free_local_port
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        result = free_local_port(taken)
-        assert result["port"] > taken
-        assert f"{taken} is taken on this machine" in result["reason"]
-    assert free_local_port(taken)["port"] == taken
-
-
-def test_free_local_ports_never_give_two_boxes_the_same_port() -> None:
-    import socket
-
-    from spotbox import free_local_ports
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        taken = holder.getsockname()[1]
-        # Box a is pushed to taken + 1, which box b asked for: b moves on.
-        result = free_local_ports(["a", "b", "c"], taken)
-    ports = [result[name]["port"] for name in "abc"]
-    assert len(set(ports)) == 3
-    assert ports[0] > taken and ports[1] > ports[0] and ports[2] > ports[1]
-    assert "a local Jupyter?" in result["a"]["reason"]
-    if ports[0] == taken + 1:
-        assert "another box's tunnel has it" in result["b"]["reason"]
-    assert free_local_ports([], taken) == {}
-
-
 def test_ssh_target_reads_the_inventory_with_ssh_defaults() -> None:
     from spotbox import ssh_target
 
@@ -143,6 +108,63 @@ def test_ssh_target_refuses_what_would_change_an_ssh_config(box: dict, name: str
 
     with pytest.raises(AnsibleFilterError, match="do not belong in an ssh config file"):
         ssh_target(box, name)
+
+
+BOX = {"ansible_host": "203.0.113.7", "ansible_user": "ubuntu",
+       "ansible_ssh_private_key_file": "/keys/course.pem"}
+
+
+def test_ssh_config_entry_is_the_tunnels_route() -> None:
+    from spotbox import ssh_config_entry
+
+    assert ssh_config_entry(BOX, "spotbox-course", 8889, "8888") == (
+        "Host spotbox-course\n  HostName 203.0.113.7\n  User ubuntu\n"
+        "  IdentityFile /keys/course.pem\n  IdentitiesOnly yes\n"
+        "  LocalForward 8889 127.0.0.1:8888\n")
+    # An SSH host of your own: its port, ssh's own key.
+    assert ssh_config_entry({"ansible_port": "2222"}, "gpu", 8888, 8890) == (
+        "Host gpu\n  HostName gpu\n  User ubuntu\n  Port 2222\n"
+        "  LocalForward 8888 127.0.0.1:8890\n")
+    with pytest.raises(AnsibleFilterError, match="do not belong in an ssh config file"):
+        ssh_config_entry(BOX, "two words", 8888, 8888)
+
+
+def test_access_summary_prints_the_tunnel_the_url_and_the_entry() -> None:
+    from spotbox import access_summary
+
+    choice = {"port": 8889, "reason": "8888 is taken on this machine (a local Jupyter?), "
+                                      "so the tunnel uses 8889"}
+    lines = access_summary(BOX, "spotbox-course", choice, 8888, "ab12", "/root/.ssh/spotbox_config")
+    assert lines == [
+        choice["reason"],
+        "tunnel  ssh -i /keys/course.pem -N -L 8889:127.0.0.1:8888 ubuntu@203.0.113.7",
+        "url     http://127.0.0.1:8889/lab?token=ab12",
+        "or      ssh -N spotbox-course   "
+        "(with 'Include /root/.ssh/spotbox_config' in ~/.ssh/config)"]
+    own = access_summary({"ansible_port": 2222}, "gpu", {"port": 8888, "reason": "free"}, 8890, "",
+                         "/c", check_mode=True)
+    assert own[1] == "tunnel  ssh -p 2222 -N -L 8888:127.0.0.1:8890 ubuntu@gpu"
+    assert own[2].endswith("token=(check mode: the first real run makes the token)")
+    assert own[3].endswith("~/.ssh/config; check mode writes no file)")
+
+
+@pytest.mark.parametrize(("value", "line"), [
+    ("interrupted at 12:00:03 (terminate),\n  data volume unmounted",
+     "interrupted at 12:00:03 (terminate), data volume unmounted"),
+    ({"message": "stopped by AWS at 12:00", "time": "x"}, "stopped by AWS at 12:00"),
+    ({"time": "2026-11-29T12:00:03Z", "action": "terminate", "hooks": ""},
+     "time 2026-11-29T12:00:03Z, action terminate"),
+])
+def test_the_last_interruption_is_one_line(value, line: str) -> None:
+    from spotbox import access_summary, interruption_line
+
+    assert interruption_line(value) == line
+    box = {**BOX, "spotbox_last_interruption": value}
+    lines = access_summary(box, "b", {"port": 1, "reason": "r"}, 2, "t", "/c")
+    assert lines[-1] == f"last time  {line}"
+    assert not any(text.startswith("last time") for text in
+                   access_summary({**BOX, "spotbox_last_interruption": ""}, "b",
+                                  {"port": 1, "reason": "r"}, 2, "t", "/c"))
 
 
 def test_a_public_ip_answer_must_be_one_address() -> None:

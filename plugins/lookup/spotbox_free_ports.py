@@ -1,0 +1,97 @@
+"""Lookup: a free local port on this controller for each box's SSH tunnel."""
+
+from __future__ import annotations
+
+import socket
+
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.lookup import LookupBase
+
+DOCUMENTATION = r"""
+name: spotbox_free_ports
+short_description: A free local port on the controller for each box's SSH tunnel
+description:
+  - Box N of the terms asks for O(start) + N (so that the same boxes keep the same ports
+    across runs) and gets it if nothing listens there on 127.0.0.1 of this controller,
+    else the next free one; no two boxes get the same port.
+  - A lookup, not a filter, because it probes the controller (binds sockets).
+  - "Returns one mapping per call, C({name: {port, reason}}); the reason says why a box did
+    not get the port it asked for, for the access summary."
+options:
+  _terms:
+    description: The boxes' names, in a stable order.
+    type: list
+    elements: str
+    required: true
+  start:
+    description: The port the first box asks for.
+    type: int
+    default: 8888
+  setting:
+    description: The setting to name when no port is free (the role's variable).
+    type: str
+    default: start
+"""
+
+EXAMPLES = r"""
+- name: Choose the ports
+  ansible.builtin.set_fact:
+    ports: "{{ lookup('spotbox_free_ports', 'box-a', 'box-b', start=8888) }}"
+"""
+
+RETURN = r"""
+_raw:
+  description: "One mapping, box name to C({port, reason})."
+  type: list
+  elements: dict
+"""
+
+TRIES = 100
+
+
+def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int = TRIES,
+                    exclude: frozenset[int] = frozenset(), setting: str = "start") -> dict:
+    """The requested port if nothing listens there on this controller, else the next free one.
+
+    Ports in exclude (given to other boxes' tunnels) count as taken. Returns
+    {"port": N, "reason": "..."} so that the summary can say which and why.
+    """
+    requested = int(requested)
+    for port in range(requested, min(requested + tries, 65536)):
+        if port in exclude:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        if port == requested:
+            return {"port": port, "reason": f"{port} is free on this machine"}
+        why = "another box's tunnel has it" if requested in exclude else "a local Jupyter?"
+        return {"port": port, "reason": f"{requested} is taken on this machine ({why}), "
+                f"so the tunnel uses {port}"}
+    raise AnsibleLookupError(f"no free local port in {requested}-{requested + tries - 1}; "
+                             f"set {setting} to another start")
+
+
+def free_local_ports(names: list[str], start: int = 8888, setting: str = "start") -> dict:
+    """A free local port for each box's tunnel, all different: {name: {"port", "reason"}}.
+
+    Box N asks for start + N, so that the same boxes keep the same ports.
+    """
+    chosen: dict[str, dict] = {}
+    for index, name in enumerate(names):
+        taken = frozenset(choice["port"] for choice in chosen.values())
+        chosen[str(name)] = free_local_port(int(start) + index, exclude=taken, setting=setting)
+    return chosen
+
+
+class LookupModule(LookupBase):
+    """lookup('spotbox_free_ports', *names, start=8888)."""
+
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        names = []
+        for term in terms:  # query('x', list) passes the list as one term
+            names.extend(term if isinstance(term, list) else [term])
+        return [free_local_ports(names, self.get_option("start"), self.get_option("setting"))]

@@ -1,0 +1,62 @@
+"""spotbox's lookup plugins (plugins/lookup): they probe the controller."""
+
+import socket
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleLookupError
+from ansible.plugins.loader import lookup_loader
+from spotbox_free_ports import free_local_port, free_local_ports
+
+LOOKUPS = Path(__file__).resolve().parents[2] / "plugins" / "lookup"
+
+
+def holding_a_port():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder
+
+
+def test_free_local_port_skips_a_taken_port() -> None:
+    with holding_a_port() as holder:
+        taken = holder.getsockname()[1]
+        result = free_local_port(taken)
+        assert result["port"] > taken
+        assert f"{taken} is taken on this machine" in result["reason"]
+    assert free_local_port(taken)["port"] == taken
+
+
+def test_free_local_ports_never_give_two_boxes_the_same_port() -> None:
+    with holding_a_port() as holder:
+        taken = holder.getsockname()[1]
+        # Box a is pushed to taken + 1, which box b asked for: b moves on.
+        result = free_local_ports(["a", "b", "c"], taken)
+    ports = [result[name]["port"] for name in "abc"]
+    assert len(set(ports)) == 3
+    assert ports[0] > taken and ports[1] > ports[0] and ports[2] > ports[1]
+    assert "a local Jupyter?" in result["a"]["reason"]
+    if ports[0] == taken + 1:
+        assert "another box's tunnel has it" in result["b"]["reason"]
+    assert free_local_ports([], taken) == {}
+
+
+def test_no_free_port_names_the_setting() -> None:
+    with holding_a_port() as holder:
+        taken = holder.getsockname()[1]
+        with pytest.raises(AnsibleLookupError, match=f"no free local port in {taken}-{taken}; "
+                                                     "set access_local_port to another start"):
+            free_local_port(taken, tries=1, setting="access_local_port")
+
+
+def test_the_lookup_gives_the_same_ports_to_the_same_boxes() -> None:
+    with holding_a_port() as holder:
+        start = holder.getsockname()[1] + 1  # a port likely free, next to one surely taken
+    lookup_loader.add_directory(str(LOOKUPS))
+    lookup = lookup_loader.get("spotbox_free_ports")  # as Ansible loads it (its options)
+    # lookup('spotbox_free_ports', 'a', 'b', start=N) and query(..., ['a', 'b']) alike.
+    first = lookup.run(["a", "b"], variables={}, start=start)
+    again = lookup.run([["a", "b"]], variables={}, start=start)
+    assert len(first) == 1 and first == again
+    assert set(first[0]) == {"a", "b"}
+    assert first[0]["a"]["port"] >= start and first[0]["b"]["port"] > first[0]["a"]["port"]
