@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import boxes, cleanup, moto, rootfs, volumes
+from . import boxes, cleanup, images, instances, moto, rootfs, volumes
 from .registry import Registry
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -70,18 +70,29 @@ def cmd_box_destroy(args, registry):
     boxes.destroy(registry, args.name)
 
 
-def cmd_box_ssh(args, registry):
-    record = registry.get("box", args.name)
+def _box(registry, name: str) -> dict:
+    """A box by its name, its instance's id, or its instance's Name tag."""
+    record = instances.record_of(registry, name)
     if record is None:
-        sys.exit(f"no box named {args.name}")
-    os.execvp("ssh", boxes.ssh_argv(record, *args.command))
+        sys.exit(f"no box named {name} (nor one for an instance with that id or Name tag)")
+    return record
+
+
+def cmd_box_ssh(args, registry):
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    os.execvp("ssh", boxes.ssh_argv(_box(registry, args.name), *command))
 
 
 def cmd_box_inventory(args, registry):
-    record = registry.get("box", args.name)
-    if record is None:
-        sys.exit(f"no box named {args.name}")
-    _print(boxes.ansible_inventory(record, args.host or args.name))
+    _print(boxes.ansible_inventory(_box(registry, args.name), args.host or args.name))
+
+
+def cmd_box_show(args, registry):
+    _print(_box(registry, args.name))
+
+
+def cmd_image(args, registry):
+    print(images.ensure_dlami() if args.kind == "dlami" else rootfs.ensure_rootfs())
 
 
 def cmd_ssh_proxy(args, registry):
@@ -175,8 +186,9 @@ def cmd_interrupt(args, registry):
     from . import awslayer, imds
 
     instance = _instance_named(registry, args.name, ["pending", "running"])
-    if registry.get(imds.KIND, args.name):  # the box's metadata stand-in shows the notice
-        imds.publish_notice(imds.state_file(registry, args.name), args.action,
+    box = boxes.by_instance(registry, instance["InstanceId"])
+    if box and registry.get(imds.KIND, box["name"]):  # its metadata stand-in shows the notice
+        imds.publish_notice(imds.state_file(registry, box["name"]), args.action,
                             args.notice_seconds)
     print(f"localcloud: {args.action} notice for {args.name} ({instance['InstanceId']}); "
           f"{args.action} in {args.notice_seconds:g} s", flush=True)
@@ -316,10 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("box-destroy", help="power a box off and remove it")
     p.add_argument("name")
     p.set_defaults(func=cmd_box_destroy)
-    p = sub.add_parser("ssh", help="ssh into a box")
+    p = sub.add_parser("ssh", help="ssh into a box (NAME: the box, its instance id or Name "
+                       "tag); everything after NAME is the remote command")
     p.add_argument("name")
-    p.add_argument("command", nargs="*")
+    p.add_argument("command", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_box_ssh)
+    p = sub.add_parser("box-show", help="print a box's record (its instance id, IMDS endpoint, "
+                       "boot time)")
+    p.add_argument("name", help="the box, its instance id or its instance's Name tag")
+    p.set_defaults(func=cmd_box_show)
+    p = sub.add_parser("image", help="build (once) and print an image boxes boot from")
+    p.add_argument("kind", choices=["debian", "dlami"], nargs="?", default="debian",
+                   help="the plain root filesystem, or the Deep Learning AMI's stand-in")
+    p.set_defaults(func=cmd_image)
     sub.add_parser("status", help="print the registry").set_defaults(func=cmd_status)
     p = sub.add_parser("box-inventory", help="print an Ansible inventory (JSON) reaching a box")
     p.add_argument("name")

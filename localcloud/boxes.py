@@ -19,26 +19,44 @@ SSH_OPTIONS = [
 # loop device (the box has no udev) show up as /run/hostdev/loopNpM.
 HOSTDEV = "/run/hostdev"
 # The box has no udev (no device events in a container). This stand-in makes
-# the names udev would for the local cloud's volumes only: a /dev link per
-# partition and /dev/disk/by-uuid links, so that fstab's UUID= entries mount.
+# the names udev would for the local cloud's volumes only, as they are attached
+# and detached (the box is not rebooted): the name asked for at attach time
+# (/dev/sdf, and /dev/xvdf as Xen showed it), the NVMe by-id link whose serial
+# is the volume id (/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_volXXXX,
+# "-partN" for partitions), a /dev link per partition and /dev/disk/by-uuid
+# links, so that fstab's UUID= entries mount. /etc/localcloud/volumes holds one
+# line per attached volume: LOOP DEVICE SERIAL. A link into /run/hostdev that
+# no listed volume accounts for any more (a detached volume) is removed.
 DEVLINKS_SCRIPT = """#!/bin/sh
 set -u
+link() {  # link NAME TARGET: make it, and remember it is wanted
+  [ "$(readlink "$1")" = "$2" ] || { mkdir -p "${1%/*}" && ln -sfn "$2" "$1"; }
+  wanted="$wanted $1 "
+}
 while :; do
-  for disk in $(cat /etc/localcloud/volumes); do
-    for dev in "/run/hostdev/$disk" /run/hostdev/"$disk"p*; do
-      [ -b "$dev" ] || continue
-      name=${dev##*/}
-      [ -e "/dev/$name" ] || ln -sf "$dev" "/dev/$name"
-      uuid=$(blkid -p -o value -s UUID "$dev" 2>/dev/null) || uuid=
-      if [ -n "$uuid" ] && [ "$(readlink "/dev/disk/by-uuid/$uuid")" != "$dev" ]; then
-        mkdir -p /dev/disk/by-uuid && ln -sfn "$dev" "/dev/disk/by-uuid/$uuid"
-      fi
-    done
-  done
-  for link in /dev/disk/by-uuid/*; do
-    [ -L "$link" ] || continue
-    target=$(readlink "$link")
-    [ "$(blkid -p -o value -s UUID "$target" 2>/dev/null)" = "${link##*/}" ] || rm -f "$link"
+  wanted=" "
+  if [ -f /etc/localcloud/volumes ]; then
+    while read -r disk device serial; do
+      [ -n "$disk" ] && [ -b "/run/hostdev/$disk" ] || continue
+      byid="/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_$serial"
+      [ -n "$device" ] && link "$device" "/run/hostdev/$disk"
+      case "$device" in /dev/sd*) link "/dev/xvd${device#/dev/sd}" "/run/hostdev/$disk";; esac
+      [ -n "$serial" ] && link "$byid" "/run/hostdev/$disk"
+      for dev in "/run/hostdev/$disk" /run/hostdev/"$disk"p*; do
+        [ -b "$dev" ] || continue
+        name=${dev##*/}
+        link "/dev/$name" "$dev"
+        part=${name#"$disk"p}
+        [ "$part" != "$name" ] && [ -n "$serial" ] && link "$byid-part$part" "$dev"
+        uuid=$(blkid -p -o value -s UUID "$dev" 2>/dev/null) || uuid=
+        [ -n "$uuid" ] && link "/dev/disk/by-uuid/$uuid" "$dev"
+      done
+    done < /etc/localcloud/volumes
+  fi
+  for old in /dev/* /dev/disk/by-id/* /dev/disk/by-uuid/*; do
+    [ -L "$old" ] || continue
+    case "$(readlink "$old")" in /run/hostdev/*) ;; *) continue;; esac
+    case "$wanted" in *" $old "*) ;; *) rm -f "$old";; esac
   done
   sleep 0.5
 done
@@ -84,17 +102,21 @@ def ansible_inventory(record: dict, host: str) -> dict:
     }}}}
 
 
-def _volume_links(attached: list[dict]) -> str:
-    """tmpfiles.d lines naming each volume as EC2 would (xvd*, NVMe by-id)."""
+def volumes_file(attached: list[dict]) -> str:
+    """/etc/localcloud/volumes for the devlinks service: LOOP DEVICE SERIAL per volume."""
     lines = []
     for vol in attached:
-        target = f"{HOSTDEV}/{Path(vol['loop']).name}"
-        lines.append(f"L+ {vol['device']} - - - - {target}")
         serial = vol["volume_id"].replace("vol-", "vol", 1)  # as EBS NVMe serials read
-        lines.append(
-            f"L+ /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{serial} - - - - {target}"
-        )
-    return "\n".join(lines) + "\n"
+        lines.append(f"{Path(vol['loop']).name} {vol['device']} {serial}\n")
+    return "".join(lines)
+
+
+def by_instance(registry: Registry, instance_id: str) -> dict | None:
+    """The box standing in for an EC2 instance, None when there is none."""
+    for record in registry.snapshot().get("box", {}).values():
+        if record.get("instance_id") == instance_id:
+            return record
+    return None
 
 
 def create(
@@ -105,65 +127,142 @@ def create(
     timeout: float = 60.0,
     port: int | None = None,
 ) -> dict:
-    """Boot a box called name and wait until sshd answers and systemd is up.
+    """Boot a box called name (a copy of the root filesystem) and wait until sshd
+    answers and systemd is up.
 
     attach: [{"volume": NAME, "device": "/dev/xvdf"}]; the volumes must exist.
     """
     existing = registry.get("box", name)
-    if existing and procs.alive(existing["pid"], existing.get("pid_start")):
+    if existing and existing.get("pid") and procs.alive(existing["pid"],
+                                                         existing.get("pid_start")):
         return existing
     if existing:
         destroy(registry, name)
     started = time.monotonic()
-    base = rootfs.ensure_rootfs()
-    key = ssh_key(registry)
-    root = registry.root / "boxes" / name
-    record = {
-        "name": name, "root": str(root), "pid": None, "pid_start": None,
-        "port": port or procs.free_port(), "host": "127.0.0.1", "user": rootfs.LOGIN_USER,
-        "key": str(key), "volumes": [],
-    }
-    registry.put("box", name, record)  # recorded before anything exists
+    attached = []
+    for item in attach or []:
+        vol = registry.get("volume", item["volume"])
+        if not vol or not vol.get("loop"):
+            raise RuntimeError(f"volume {item['volume']} is not attached to a loop device")
+        attached.append({"volume": vol["name"], "device": item.get("device", "/dev/xvdf"),
+                         "loop": vol["loop"], "volume_id": vol["volume_id"]})
     try:
-        return _boot(registry, record, base, key, attach or [], pubkey, timeout, started)
+        prepare(registry, name, rootfs.ensure_rootfs(), pubkey=pubkey, port=port,
+                volumes=attached)
+        return power_on(registry, name, timeout=timeout, started=started)
     except BaseException:
         destroy(registry, name)
         raise
 
 
-def _boot(registry: Registry, record: dict, base: Path, key: Path, attach: list[dict],
-          pubkey: str | None, timeout: float, started: float) -> dict:
-    name, root = record["name"], Path(record["root"])
+def prepare(registry: Registry, name: str, image: Path, *, pubkey: str | None = None,
+            port: int | None = None, volumes: list[dict] | None = None,
+            overlay: bool = False, hostname: str | None = None, **extra) -> dict:
+    """Make box name's root from image and record it (powered off).
+
+    overlay: the root is an overlay on the image (the box's changes in NAME.upper),
+    so that a box starts without copying the image; else a copy of it.
+    extra: more fields for the record (an instance id, say).
+    """
+    key = ssh_key(registry)
+    root = registry.root / "boxes" / name
+    record = {
+        "name": name, "root": str(root), "pid": None, "pid_start": None,
+        "port": port or procs.free_port(), "host": "127.0.0.1", "user": rootfs.LOGIN_USER,
+        "key": str(key), "volumes": volumes or [], "image": str(image),
+        "layout": "overlay" if overlay else "copy", "state": "preparing", **extra,
+    }
+    registry.put("box", name, record)  # recorded before anything exists
     root.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(root)], check=True)
-
-    attached = []
-    for item in attach:
-        vol = registry.get("volume", item["volume"])
-        if not vol or not vol.get("loop"):
-            raise RuntimeError(f"volume {item['volume']} is not attached to a loop device")
-        attached.append({**vol, "device": item.get("device", "/dev/xvdf")})
-    record["volumes"] = [{"volume": v["name"], "device": v["device"], "loop": v["loop"],
-                          "volume_id": v["volume_id"]} for v in attached]
-    _personalise(root, name, record["port"], key, pubkey, attached)
-
-    argv = ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
-            "-D", str(root), "-M", name, "--boot", "--console=passive"]
-    if attached:
-        # root on an EC2 instance may resize a mounted ext4 (EXT4_IOC_RESIZE_FS
-        # needs CAP_SYS_RESOURCE, which nspawn drops by default).
-        argv += [f"--bind=/dev:{HOSTDEV}", "--capability=CAP_SYS_RESOURCE"]
-    record["pid"] = procs.start_detached(argv, registry.root / "boxes" / f"{name}.log")
-    record["pid_start"] = procs.proc_start_time(record["pid"])
-    registry.put("box", name, record)
-    wait_ready(record, timeout)
-    record["boot_seconds"] = round(time.monotonic() - started, 2)
+    if overlay:
+        upper, work = Path(f"{root}.upper"), Path(f"{root}.work")
+        for path in (root, upper, work):
+            path.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={image},upperdir={upper},workdir={work}", str(root)],
+                       check=True)
+    else:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(image), str(root)], check=True)
+    _personalise(root, hostname or name, record["port"], key, pubkey)
+    write_volumes(record)
+    record["state"] = "stopped"
     registry.put("box", name, record)
     return record
 
 
-def _personalise(root: Path, name: str, port: int, key: Path, pubkey: str | None,
-                 attached: list[dict]) -> None:
+def power_on(registry: Registry, name: str, timeout: float = 60.0, wait: bool = True,
+             started: float | None = None) -> dict:
+    """Boot box name from its root (a fresh one, or one powered off before)."""
+    record = registry.get("box", name)
+    if record is None:
+        raise KeyError(f"no box named {name}")
+    if record.get("pid") and procs.alive(record["pid"], record.get("pid_start")):
+        return record
+    started = time.monotonic() if started is None else started
+    # The host's /dev is always bound: a volume attached later appears in
+    # /run/hostdev without a reboot. root on an EC2 instance may resize a mounted
+    # ext4 (EXT4_IOC_RESIZE_FS needs CAP_SYS_RESOURCE, which nspawn drops by default).
+    argv = ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
+            "-D", record["root"], "-M", name, "--boot", "--console=passive",
+            f"--bind=/dev:{HOSTDEV}", "--capability=CAP_SYS_RESOURCE"]
+    record["state"] = "booting"
+    record["pid"] = procs.start_detached(argv, registry.root / "boxes" / f"{name}.log")
+    record["pid_start"] = procs.proc_start_time(record["pid"])
+    registry.put("box", name, record)
+    if not wait:
+        return record
+    wait_ready(record, timeout)
+    record["boot_seconds"] = round(time.monotonic() - started, 2)
+    record["state"] = "running"
+    registry.update("box", name, boot_seconds=record["boot_seconds"], state="running")
+    return record
+
+
+def power_off(registry: Registry, name: str, timeout: float = 30.0) -> None:
+    """Shut box name down (SIGTERM to its nspawn: an orderly poweroff); its root stays."""
+    record = registry.get("box", name)
+    if not record:
+        return
+    if record.get("pid"):
+        procs.stop(record["pid"], record.get("pid_start"), timeout=timeout)
+    registry.update("box", name, pid=None, pid_start=None, state="stopped")
+
+
+def running(record: dict) -> bool:
+    return bool(record.get("pid")) and procs.alive(record["pid"], record.get("pid_start"))
+
+
+def write_volumes(record: dict) -> None:
+    """Tell the box's devlinks service which volumes are attached (it acts within a second)."""
+    conf = Path(record["root"]) / "etc/localcloud"
+    conf.mkdir(exist_ok=True)
+    tmp = conf / ".volumes.tmp"
+    tmp.write_text(volumes_file(record.get("volumes", [])), encoding="utf-8")
+    tmp.replace(conf / "volumes")
+
+
+def attach(registry: Registry, name: str, volume: dict, device: str) -> dict:
+    """Attach a loop volume (its registry record) to box name, hot."""
+    entry = {"volume": volume["name"], "device": device, "loop": volume["loop"],
+             "volume_id": volume["volume_id"]}
+    with registry.edit() as data:
+        record = data["box"][name]
+        record["volumes"] = [v for v in record.get("volumes", [])
+                             if v["volume"] != volume["name"]] + [entry]
+    write_volumes(record)
+    return record
+
+
+def detach(registry: Registry, name: str, volume_name: str) -> dict:
+    """Detach a volume from box name, hot (its links go within a second)."""
+    with registry.edit() as data:
+        record = data["box"][name]
+        record["volumes"] = [v for v in record.get("volumes", []) if v["volume"] != volume_name]
+    write_volumes(record)
+    return record
+
+
+def _personalise(root: Path, name: str, port: int, key: Path, pubkey: str | None) -> None:
     (root / "etc/hostname").write_text(f"{name}\n", encoding="utf-8")
     (root / "etc/hosts").write_text(
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{name}\n",
@@ -183,22 +282,17 @@ def _personalise(root: Path, name: str, port: int, key: Path, pubkey: str | None
     owner = (root / "home" / rootfs.LOGIN_USER).stat()
     for path in (ssh_dir, ssh_dir / "authorized_keys"):
         shutil.chown(path, owner.st_uid, owner.st_gid)
-    if attached:
-        (root / "etc/tmpfiles.d/spotbox-volumes.conf").write_text(
-            _volume_links(attached), encoding="utf-8"
-        )
-        (root / "etc/localcloud").mkdir(exist_ok=True)
-        (root / "etc/localcloud/volumes").write_text(
-            "".join(f"{Path(v['loop']).name}\n" for v in attached), encoding="utf-8"
-        )
-        script = root / "usr/local/sbin/localcloud-devlinks"
-        script.write_text(DEVLINKS_SCRIPT, encoding="utf-8")
-        script.chmod(0o755)
-        unit = root / "etc/systemd/system/localcloud-devlinks.service"
-        unit.write_text(DEVLINKS_UNIT, encoding="utf-8")
-        wants = root / "etc/systemd/system/sysinit.target.wants"
-        wants.mkdir(exist_ok=True)
-        (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
+    (root / "etc/localcloud").mkdir(exist_ok=True)
+    script = root / "usr/local/sbin/localcloud-devlinks"
+    script.write_text(DEVLINKS_SCRIPT, encoding="utf-8")
+    script.chmod(0o755)
+    unit = root / "etc/systemd/system/localcloud-devlinks.service"
+    unit.write_text(DEVLINKS_UNIT, encoding="utf-8")
+    wants = root / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(exist_ok=True)
+    link = wants / unit.name
+    if not link.is_symlink():
+        link.symlink_to(f"/etc/systemd/system/{unit.name}")
 
 
 def wait_ready(record: dict, timeout: float) -> None:
@@ -240,8 +334,9 @@ def destroy(registry: Registry, name: str) -> None:
     root = Path(record["root"])
     for mountpoint in _mounts_below(root):
         subprocess.run(["umount", "--lazy", mountpoint], check=False)
-    if root.exists():
-        shutil.rmtree(root)
+    for path in (root, Path(f"{root}.upper"), Path(f"{root}.work")):
+        if path.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=False)
     Path(f"{root}.log").unlink(missing_ok=True)
     registry.drop("box", name)
 

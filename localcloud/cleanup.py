@@ -7,9 +7,14 @@ from .registry import Registry
 
 
 def cleanup(registry: Registry, keep_volume_data: bool = False) -> list[str]:
-    """Destroy boxes, then volumes, then the IMDS stand-ins and the emulator; return what
-    was ended."""
+    """Stop the emulator (and its layer), then destroy boxes, volumes and the IMDS
+    stand-ins; return what was ended."""
     ended = []
+    snapshot = registry.snapshot()
+    if snapshot.get("moto"):
+        # First: the AWS layer boots a box for every running instance it sees.
+        moto.stop(registry)
+        ended.append("moto server")
     snapshot = registry.snapshot()
     for name in list(snapshot.get("box", {})):
         boxes.destroy(registry, name)
@@ -23,7 +28,4 @@ def cleanup(registry: Registry, keep_volume_data: bool = False) -> list[str]:
     for name in list(snapshot.get(imds.KIND, {})):
         imds.stop(registry, name)
         ended.append(f"imds {name}")
-    if snapshot.get("moto"):
-        moto.stop(registry)
-        ended.append("moto server")
     return ended

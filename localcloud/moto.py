@@ -9,6 +9,7 @@ it, and ``moto_port`` for moto itself.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import urllib.request
@@ -21,6 +22,9 @@ NAME = "default"
 REGION = "us-east-2"
 AMIS = Path(__file__).resolve().parent / "data" / "amis.json"
 REPO = Path(__file__).resolve().parent.parent
+PASSED_ENV = {"HOME", "XDG_CACHE_HOME", "SPOTBOX_CACHE", "SPOTBOX_DEBIAN_MIRROR", "http_proxy",
+              "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+              "PIP_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"}
 
 
 def endpoint(record: dict) -> str:
@@ -64,10 +68,13 @@ def start(registry: Registry, timeout: float = 30.0) -> dict:
     )
     record["pid_start"] = procs.proc_start_time(record["pid"])
     registry.put("moto", NAME, record)
-    layer_env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    # The layer boots the instances' boxes: it finds the image cache as the caller
+    # does (HOME, SPOTBOX_CACHE), and a proxy if a wheel must be fetched.
+    layer_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO),
+                 **{k: v for k, v in os.environ.items() if k in PASSED_ENV}}
     record["layer_pid"] = procs.start_detached(
         [sys.executable, "-m", "localcloud.awslayer", "--port", str(port),
-         "--moto-port", str(moto_port), "--state", str(registry.root)],
+         "--moto-port", str(moto_port), "--state", str(registry.root), "--boxes"],
         registry.root / "awslayer.log", env=layer_env,
     )
     record["layer_pid_start"] = procs.proc_start_time(record["layer_pid"])

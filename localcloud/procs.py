@@ -68,6 +68,11 @@ def _signal_session(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
+def reap(pid: int) -> None:
+    """Collect the exit status of a child that ended (no zombie left)."""
+    _reap(pid)
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

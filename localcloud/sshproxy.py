@@ -3,7 +3,10 @@
 ssh -o ProxyCommand='python -m localcloud ssh-proxy %h %p' ubuntu@10.0.0.5
 
 The instance whose public or private IP is %h is looked up in the emulator;
-the box whose name is the instance's Name tag stands in for it. As cloud-init
+the box whose instance id is the instance's stands in for it (the AWS layer
+boots one for every instance). A box still booting (the instance is pending,
+or running but its sshd not up yet) is waited for, up to BOOT_WAIT seconds,
+so that Ansible's wait_for_connection sees a connection as on EC2. As cloud-init
 does on EC2 from instance metadata, the instance's key pair's public key is
 authorised for the login user before the connection is relayed. Only
 loopback addresses are ever connected to.
@@ -15,10 +18,13 @@ import os
 import selectors
 import socket
 import sys
+import time
 from pathlib import Path
 
-from . import moto, rootfs
+from . import boxes, moto, procs, rootfs
 from .registry import Registry
+
+BOOT_WAIT = 60.0
 
 
 def find_box(registry: Registry, address: str) -> tuple[dict, str | None]:
@@ -43,16 +49,30 @@ def find_box(registry: Registry, address: str) -> tuple[dict, str | None]:
             break
     else:
         raise LookupError(f"no running emulated instance has the address {address}")
-    tags = {t["Key"]: t["Value"] for t in instances[0].get("Tags", [])}
-    box = snapshot.get("box", {}).get(tags.get("Name", ""))
-    if not box:
-        raise LookupError(f"no local-cloud box named {tags.get('Name')!r} stands in for "
-                          f"instance {instances[0]['InstanceId']}")
+    box = wait_for_box(registry, instances[0]["InstanceId"])
     pubkey = None
     if instances[0].get("KeyName"):
         pairs = ec2.describe_key_pairs(KeyNames=[instances[0]["KeyName"]], IncludePublicKey=True)
         pubkey = pairs["KeyPairs"][0].get("PublicKey")
     return box, pubkey
+
+
+def wait_for_box(registry: Registry, instance_id: str, timeout: float = BOOT_WAIT) -> dict:
+    """The box of instance_id once its sshd accepts connections (it may still be booting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        box = boxes.by_instance(registry, instance_id)
+        if box and box.get("pid") and boxes.running(box):
+            try:
+                procs.wait_for_port(box["port"], min(1.0, max(0.1, deadline - time.monotonic())))
+                return box
+            except TimeoutError:
+                pass
+        if time.monotonic() > deadline:
+            state = box.get("state") if box else "no box yet"
+            raise LookupError(f"the box of instance {instance_id} is not up after "
+                              f"{timeout:.0f} s ({state})")
+        time.sleep(0.2)
 
 
 def authorise(box: dict, pubkey: str) -> None:

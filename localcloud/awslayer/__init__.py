@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 RULE_MODULES = ("iam", "account", "amis", "quotas", "capacity", "spot", "prices", "addresses",
-                "templates")
+                "templates", "shutdown")
 
 
 def load_rules() -> None:

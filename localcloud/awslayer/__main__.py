@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import threading
 from pathlib import Path
 
@@ -17,8 +18,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True, help="where the AWS clients connect")
     parser.add_argument("--moto-port", type=int, required=True, help="moto's internal port")
     parser.add_argument("--state", type=Path, required=True, help="the local cloud's state dir")
+    parser.add_argument("--boxes", action="store_true",
+                        help="every EC2 instance is a real box (localcloud/instances.py)")
     args = parser.parse_args()
-    server = make_server(args.port, args.moto_port, args.state)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    server = make_server(args.port, args.moto_port, args.state, boxes=args.boxes)
     threading.Thread(target=warm_up, args=(server.layer,), daemon=True).start()
     server.serve_forever()
 

@@ -367,6 +367,9 @@ class Layer:
         self.state_dir = state_dir
         self.memory: dict[str, Any] = {}  # rule modules keep their records here
         self.lock = threading.RLock()
+        # localcloud.instances.Instances when instances are boxes (the local cloud;
+        # the layer's unit tests may leave it out or give a stand-in).
+        self.instances: Any = None
 
     def switches(self) -> dict[str, Any]:
         return switches.read(self.state_dir)
@@ -388,8 +391,35 @@ class Layer:
 
     def _handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if path.startswith(INTERNAL_PREFIX):
-            return self.internal(path[len(INTERNAL_PREFIX):], body)
+            reply = self.internal(path[len(INTERNAL_PREFIX):], body)
+            if self.instances is not None:
+                self.instances.kick.set()  # EC2 acted by itself: the boxes follow
+            return reply
         call = self.parse(method, path, headers, body)
+        reply = self._answer(call, method, path, headers, body)
+        if self.instances is not None and call is not None and call.service == "ec2":
+            self.tell_instances(call, reply)
+        return reply
+
+    def tell_instances(self, call: Call, reply: Reply) -> None:
+        """Let the boxes follow an EC2 call moto answered (strict or lenient alike)."""
+        from botocore.parsers import create_parser
+
+        if call.action not in self.instances.ACTIONS or reply.status >= 300:
+            return
+        try:
+            shape = service_model("ec2").operation_model(call.action).output_shape
+            answer = create_parser("ec2").parse(
+                {"body": reply.body, "headers": reply.headers, "status_code": reply.status},
+                shape) if shape is not None else {}
+            self.instances.after_call(call.action, call.region, call.params(), reply.status,
+                                      answer)
+        except Exception:
+            # The call itself succeeded in moto; its box is the local cloud's fault.
+            traceback.print_exc()
+
+    def _answer(self, call: Call | None, method: str, path: str, headers: dict[str, str],
+                body: bytes) -> Reply:
         if path.startswith("/moto-api/reset"):
             self.reset()
         if call is None or not self.switches().get("strict", True):
@@ -506,7 +536,10 @@ class Handler(BaseHTTPRequestHandler):
         pass  # moto logs each request already
 
 
-def make_server(port: int, moto_port: int, state_dir: Path) -> ThreadingHTTPServer:
+def make_server(port: int, moto_port: int, state_dir: Path,
+                boxes: bool = False) -> ThreadingHTTPServer:
+    """The layer on 127.0.0.1:port (0: a free one). boxes: every instance is a real box
+    (localcloud.instances), as in the local cloud; the layer's unit tests leave it out."""
     from . import load_rules
 
     load_rules()
@@ -515,6 +548,11 @@ def make_server(port: int, moto_port: int, state_dir: Path) -> ThreadingHTTPServ
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     server.layer = layer  # type: ignore[attr-defined]
+    if boxes:
+        from .boxes import instances_for
+
+        layer.instances = instances_for(layer, server.server_address[1])
+        layer.instances.start()
     return server
 
 

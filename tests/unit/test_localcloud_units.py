@@ -61,12 +61,21 @@ def test_a_process_that_ends_while_its_stat_is_read_is_not_alive(monkeypatch,
         ending.wait()
 
 
-def test_volume_links_name_xvd_and_nvme_serial() -> None:
-    text = boxes._volume_links(
-        [{"loop": "/dev/loop7", "device": "/dev/xvdf", "volume_id": "vol-0abc123"}]
+def test_volumes_file_names_the_loop_the_device_and_the_nvme_serial() -> None:
+    text = boxes.volumes_file(
+        [{"loop": "/dev/loop7", "device": "/dev/sdf", "volume_id": "vol-0abc123"},
+         {"loop": "/dev/loop12", "device": "/dev/xvdg", "volume_id": "vol-0def"}]
     )
-    assert "L+ /dev/xvdf - - - - /run/hostdev/loop7" in text
-    assert "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc123 " in text
+    assert text == "loop7 /dev/sdf vol0abc123\nloop12 /dev/xvdg vol0def\n"
+
+
+def test_devlinks_script_is_valid_sh_and_names_what_udev_would() -> None:
+    import subprocess
+
+    assert subprocess.run(["sh", "-n"], input=boxes.DEVLINKS_SCRIPT, text=True).returncode == 0
+    for name in ("/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_$serial", "-part$part",
+                 "/dev/xvd${device#/dev/sd}", "/dev/disk/by-uuid/$uuid"):
+        assert name in boxes.DEVLINKS_SCRIPT
 
 
 def test_free_port_is_bindable() -> None:
