@@ -179,15 +179,15 @@ def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
         where = f"under {prefix.rstrip('/') or '/'} (no cuda-X.Y folders)"
         if requested != "auto":
             raise CudaError(
-                f"CUDA {requested} was asked for (cuda_version) but no CUDA toolkit is installed "
-                f"{where}; install it, or set cuda_version to 'auto' to go on without a toolkit "
+                f"CUDA {requested} was asked for (O(version)) but no CUDA toolkit is installed "
+                f"{where}; install it, or set O(version) to 'auto' to go on without a toolkit "
                 "(framework wheels bring their own CUDA runtime)"
             )
         if require_toolkit:
             raise CudaError(
-                f"cuda_require_toolkit is true but no CUDA toolkit is installed {where}; "
+                f"O(require_toolkit) is true but no CUDA toolkit is installed {where}; "
                 "use an AMI that ships CUDA (Deep Learning Base AMI), install one, or set "
-                "cuda_require_toolkit to false (framework wheels need only the NVIDIA driver)"
+                "O(require_toolkit) to false (framework wheels need only the NVIDIA driver)"
             )
         return None
     by_short = {}
@@ -211,16 +211,16 @@ def select(toolkits: list[dict], requested: str, driver_cuda: str | None,
                 return by_short[max(same, key=version_tuple)]
         return by_short[max(candidates, key=version_tuple)]
     if not re.fullmatch(r"\d+\.\d+", requested):
-        raise CudaError(f"cuda_version must be 'auto' or 'X.Y' (like 12.4), not {requested!r}")
+        raise CudaError(f"O(version) must be 'auto' or 'X.Y' (like 12.4), not {requested!r}")
     if requested not in by_short:
         raise CudaError(
             f"CUDA {requested} is not installed; installed: {installed}. "
-            "Set cuda_version to one of them (or 'auto')"
+            "Set O(version) to one of them (or 'auto')"
         )
     if driver_cuda and version_tuple(requested) > version_tuple(driver_cuda):
         raise CudaError(
             f"CUDA {requested} is newer than the driver supports (up to CUDA {driver_cuda}); "
-            f"frameworks built for it would fall back to the CPU. Choose cuda_version "
+            f"frameworks built for it would fall back to the CPU. Choose O(version) "
             f"<= {driver_cuda}, 'auto', or an AMI with a newer driver"
         )
     return by_short[requested]
@@ -230,7 +230,7 @@ def major_mismatch(toolkit: str, framework_cuda: str) -> str:
     """A warning when a toolkit and the framework build differ in CUDA major, else ''."""
     if not toolkit or not framework_cuda or toolkit.split(".")[0] == framework_cuda.split(".")[0]:
         return ""
-    return (f"CUDA {toolkit} (cuda_version) and the framework build's CUDA {framework_cuda} differ "
+    return (f"CUDA {toolkit} (O(version)) and the framework build's CUDA {framework_cuda} differ "
             "in major version: the framework runs, but CUDA extensions compiled with this nvcc "
             "(torch.utils.cpp_extension, pip packages built from source) will not load in it. "
-            f"Choose a CUDA {framework_cuda.split('.')[0]}.x toolkit, or cuda_version: auto")
+            f"Choose a CUDA {framework_cuda.split('.')[0]}.x toolkit, or O(version): auto")

@@ -62,6 +62,12 @@ options:
     type: list
     elements: path
     default: []
+  names:
+    description:
+      - What the messages call the options, as C({option: name}); an option not
+        given is called by its own name. The roles pass their variable names.
+    type: dict
+    default: {}
 author: spotbox
 """
 
@@ -137,6 +143,7 @@ from ansible.module_utils.spotbox_cuda import (
     wheel_tag,
 )
 from ansible.module_utils.spotbox_framework import choose_build
+from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
 
 
 def _read(path: str) -> str | None:
@@ -204,9 +211,11 @@ def main() -> None:
             "entries": {"type": "list", "elements": "path", "default": []},
             "framework": {"type": "str", "default": "torch"},
             "framework_version": {"type": "str", "default": ""},
+            **NAMES_SPEC,
         },
         supports_check_mode=True,
     )
+    name_messages(module)
     prefix = module.params["prefix"]
     kits = discover(module, prefix)
     link = os.path.join(prefix, "cuda")
@@ -219,7 +228,7 @@ def main() -> None:
     if not usable:
         why = driver.get("message") or "nvidia-smi lists no GPU"
         if module.params["require_gpu"]:
-            module.fail_json(msg=f"cuda_require_gpu is true but {why}. Use a GPU instance "
+            module.fail_json(msg=f"O(require_gpu) is true but {why}. Use a GPU instance "
                              "type (g4dn, g5, p3, ...) with the Deep Learning Base AMI", **result)
         module.warn(f"No usable GPU: {why}. Frameworks get their CPU build"
                     + ("; a toolkit is still chosen among those installed" if kits else ""))

@@ -119,10 +119,10 @@ def test_toolkit_newer_than_driver_names_both() -> None:
 def test_no_toolkit_is_no_choice_unless_one_is_asked_for() -> None:
     assert cuda.select([], "auto", "12.4") is None  # the driver alone
     assert cuda.select([], "auto", None) is None  # no GPU at all
-    with pytest.raises(cuda.CudaError, match=r"^CUDA 12\.4 was asked for \(cuda_version\) but no "
+    with pytest.raises(cuda.CudaError, match=r"^CUDA 12\.4 was asked for \(O\(version\)\) but no "
                        r"CUDA toolkit is installed under /opt/cuda \(no cuda-X\.Y folders\)"):
         cuda.select([], "12.4", "12.4", prefix="/opt/cuda")
-    with pytest.raises(cuda.CudaError, match=r"^cuda_require_toolkit is true but no CUDA toolkit "
+    with pytest.raises(cuda.CudaError, match=r"^O\(require_toolkit\) is true but no CUDA toolkit "
                        r"is installed under /srv/nv \(no cuda-X\.Y folders\)"):
         cuda.select([], "auto", "12.4", prefix="/srv/nv/", require_toolkit=True)
     assert cuda.select(KITS, "auto", "12.4", require_toolkit=True)["version"] == "12.4.131"
@@ -203,7 +203,10 @@ def test_module_without_gpu_warns_or_fails(tmp_path: Path) -> None:
     assert any("No usable GPU" in w for w in result["warnings"])
     strict = run_module(tmp_path, "nvidia-smi-no-devices.txt", require_gpu=True)
     assert strict["failed"]
-    assert "cuda_require_gpu is true but nvidia-smi found no GPU" in strict["msg"]
+    assert "require_gpu is true but nvidia-smi found no GPU" in strict["msg"]  # its own option
+    named = run_module(tmp_path, "nvidia-smi-no-devices.txt", require_gpu=True,
+                       names={"require_gpu": "cuda_require_gpu"})  # as the role calls it
+    assert named["msg"].startswith("cuda_require_gpu is true but nvidia-smi found no GPU")
 
 
 NO_TOOLKIT = {"version": "", "short": "", "major": "", "minor": "", "path": "", "source": "",
@@ -237,12 +240,12 @@ def test_module_without_toolkit_fails_when_one_is_asked_for(tmp_path: Path) -> N
     asked = run_module(tmp_path, "nvidia-smi-535-t4.txt", toolkits=False, version="12.2")
     assert asked["failed"]
     prefix = tmp_path / "usr-local"
-    assert asked["msg"].startswith(f"CUDA 12.2 was asked for (cuda_version) but no CUDA toolkit "
+    assert asked["msg"].startswith(f"CUDA 12.2 was asked for (version) but no CUDA toolkit "
                                    f"is installed under {prefix} (no cuda-X.Y folders)")
     required = run_module(tmp_path, "nvidia-smi-535-t4.txt", toolkits=False,
                           require_toolkit=True)
     assert required["failed"]
-    assert f"cuda_require_toolkit is true but no CUDA toolkit is installed under {prefix}" in \
+    assert f"require_toolkit is true but no CUDA toolkit is installed under {prefix}" in \
         required["msg"]
 
 
@@ -261,7 +264,7 @@ def test_a_major_mismatch_is_a_warning_that_says_what_breaks() -> None:
     assert cuda.major_mismatch("12.4", "12.6") == ""
     assert cuda.major_mismatch("12.4", "") == ""
     warning = cuda.major_mismatch("13.5", "12.6")
-    assert warning.startswith("CUDA 13.5 (cuda_version) and the framework build's CUDA 12.6 "
+    assert warning.startswith("CUDA 13.5 (O(version)) and the framework build's CUDA 12.6 "
                               "differ in major version")
     assert "CUDA extensions compiled with this nvcc" in warning
 
@@ -283,5 +286,5 @@ def test_module_warns_on_an_explicit_toolkit_of_another_major(tmp_path: Path) ->
     assert not result.get("failed"), result
     assert result["selected"]["wheel_tag"] == "cu132"
     assert len(result["gpus"]) == 8 and result["gpus"][0]["compute_cap"] == "9.0"
-    assert any("CUDA 12.4 (cuda_version) and the framework build's CUDA 13.2 differ" in w
+    assert any("CUDA 12.4 (version) and the framework build's CUDA 13.2 differ" in w
                for w in result["warnings"])
