@@ -33,8 +33,8 @@ def render(tmp_path: Path, **extra) -> dict:
             "__conda_channels": "{{ conda_channels }}",
             "__conda_packages": "{{ conda_packages }}",
             "__conda_python_version": "{{ conda_python_version }}",
-            "conda_env_prefix": "{{ (conda_venv_root if conda_backend == 'uv' else conda_prefix "
-                                "~ '/envs') ~ '/' ~ conda_env_name }}",
+            "conda_env_on_data_volume": False,  # tasks/start.yml's rule; extra vars change it
+            "conda_env_prefix": "{{ __conda_envs_dir }}/{{ conda_env_name }}",
             "conda_env_python": "{{ conda_env_prefix }}/bin/python",
             "__conda_env_spec": "{{ lookup('ansible.builtin.template', '"
                                 f"{ROLE / 'templates' / 'environment.yml.j2'}') }}}}",
@@ -47,7 +47,8 @@ def render(tmp_path: Path, **extra) -> dict:
               for name in TEMPLATES],
             {"name": "Write the vars", "ansible.builtin.copy": {
                 "content": "{{ {'miniforge_url': __conda_miniforge_url, 'build_user': "
-                           "__conda_build_user, 'kernel': __conda_kernel_json} | to_json }}",
+                           "__conda_build_user, 'kernel': __conda_kernel_json, 'prefix': "
+                           "conda_env_prefix, 'build_root': __conda_build_root} | to_json }}",
                 "dest": str(out / "vars.json"), "mode": "0644"}},
         ],
     }]
@@ -70,18 +71,22 @@ def gpu_box(tmp_path_factory) -> dict:
     return render(tmp_path_factory.mktemp("gpu"), cuda_wheel_tag="cu126", conda_backend="conda")
 
 
-def test_the_environment_file_pins_the_build_from_its_own_index(gpu_box) -> None:
+def test_the_environment_file_leaves_the_framework_to_a_step_of_its_own(gpu_box) -> None:
     env = yaml.safe_load(gpu_box["environment.yml"])
     assert env["channels"] == ["conda-forge"]
-    assert env["dependencies"][:5] == ["python=3.11", "pip", "jupyterlab", "matplotlib", "pandas"]
-    assert env["dependencies"][5] == {"pip": [
-        "--index-url https://download.pytorch.org/whl/cu126", "torch==2.13.0+cu126"]}
+    assert env["dependencies"] == ["python=3.11", "pip", "jupyterlab", "matplotlib", "pandas"]
+    assert "cu126" not in gpu_box["environment.yml"]  # its hash does not follow the CUDA choice
+    assert ('"$env/bin/python" -m pip install --quiet --no-input --index-url '
+            "https://download.pytorch.org/whl/cu126 torch==2.13.0+cu126"
+            ) in gpu_box["build_conda.sh"]
 
 
 def test_the_conda_build_recreates_the_environment_as_the_user(gpu_box) -> None:
     script = gpu_box["build_conda.sh"]
-    assert ("CONDA_SOLVER=libmamba /opt/miniforge3/bin/conda env create --yes --name course \\\n"
-            "  --file /opt/miniforge3/spotbox-course.environment.yml") in script
+    assert ('CONDA_SOLVER=libmamba /opt/miniforge3/bin/conda env create --yes --prefix "$env" \\\n'
+            "    --file /opt/miniforge3/spotbox-course.environment.yml") in script
+    assert "env=/opt/miniforge3/envs/course\n" in script  # no data volume: the root disk
+    assert "CONDA_PKGS_DIRS" not in script
     assert "conda env update" not in script and "--prune \\" not in script
     assert gpu_box["build_user"] == "ubuntu"  # Miniforge is the login user's
     assert '"display_name": "course: torch 2.13.0+cu126, CUDA 12.6"' in script
@@ -126,3 +131,100 @@ def test_without_a_gpu_the_cpu_build_and_none(tmp_path: Path) -> None:
     none = render(tmp_path / "none", conda_framework="none")
     assert "pip:" not in none["environment.yml"]
     assert '"display_name": "course: Python"' in none["build_conda.sh"]
+
+
+def test_on_the_data_volume_the_environment_and_the_caches_are_there(tmp_path: Path) -> None:
+    """tasks/start.yml found the data volume mounted (data_volume_path): both backends
+    put the environment and their package cache in its .spotbox folder."""
+    volume = {"conda_env_on_data_volume": True, "data_volume_path": "/home/ubuntu/Payload"}
+    uv = render(tmp_path / "uv", conda_backend="uv", **volume)
+    assert uv["prefix"] == "/home/ubuntu/Payload/.spotbox/envs/course"
+    assert uv["build_root"] == "/home/ubuntu/Payload/.spotbox"  # the job, and uv itself
+    assert "export UV_CACHE_DIR=/home/ubuntu/Payload/.spotbox/cache/uv\n" in uv["build_uv.sh"]
+    assert uv["kernel"]["argv"][0] == "/home/ubuntu/Payload/.spotbox/envs/course/bin/python"
+    conda = render(tmp_path / "conda", conda_backend="conda", **volume)
+    assert conda["prefix"] == "/home/ubuntu/Payload/.spotbox/envs/course"
+    assert ("export CONDA_PKGS_DIRS=/home/ubuntu/Payload/.spotbox/cache/conda-pkgs\n"
+            in conda["build_conda.sh"])
+    # Without it (an SSH host without a data volume): the root disk, as before.
+    root = render(tmp_path / "root", conda_backend="uv")
+    assert (root["prefix"], root["build_root"]) == ("/opt/spotbox/envs/course", "/opt/spotbox/envs")
+    assert "UV_CACHE_DIR" not in root["build_uv.sh"]
+
+
+FAKE_UV = """#!/bin/sh
+echo "uv $*" >> {calls}
+case "$1" in
+  --version) echo "uv 0.13.9 (fake)" ;;
+  venv) for last; do :; done
+        mkdir -p "$last/bin" && printf '#!/bin/sh\\nexit 0\\n' > "$last/bin/python"
+        chmod +x "$last/bin/python" ;;
+esac
+"""
+
+
+def build_script(tmp_path: Path, volume: Path, name: str, **extra) -> str:
+    """The uv backend's build script, rendered for a box whose data volume is the folder volume."""
+    return render(tmp_path / name, conda_backend="uv", conda_env_on_data_volume=True,
+                  conda_data_dir=str(volume / ".spotbox"), **extra)["build_uv.sh"]
+
+
+def run_build(tmp_path: Path, volume: Path, script: str) -> tuple[str, list[str]]:
+    """Run a build script with a uv that records its calls: its NOTE lines and uv's calls."""
+    calls = tmp_path / "uv.calls"
+    calls.write_text("")
+    uv = volume / ".spotbox" / ".uv" / "bin" / "uv"
+    uv.parent.mkdir(parents=True, exist_ok=True)
+    uv.write_text(FAKE_UV.format(calls=calls))
+    uv.chmod(0o755)
+    run = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    notes = [line.removeprefix("NOTE ") for line in run.stdout.splitlines()
+             if line.startswith("NOTE ")]
+    return "\n".join(notes), [c for c in calls.read_text().splitlines() if c != "uv --version"]
+
+
+def test_a_new_instance_with_the_same_volume_rebuilds_nothing_or_only_the_framework(
+        tmp_path: Path) -> None:
+    """The stamps' decision, run: the first box builds; a second box with the same volume
+    and CUDA choice finds it (not rebuilt); one with another CUDA choice (another driver:
+    cu130) reinstalls only the framework; another package list builds again."""
+    volume = tmp_path / "Payload"
+    env = volume / ".spotbox" / "envs" / "course"
+    cu126 = build_script(tmp_path, volume, "cu126", cuda_wheel_tag="cu126")
+    cu130 = build_script(tmp_path, volume, "cu130", cuda_wheel_tag="cu130")
+    fewer = build_script(tmp_path, volume, "fewer", cuda_wheel_tag="cu130",
+                         conda_packages=["jupyterlab"])
+    notes, calls = run_build(tmp_path, volume, cu126)
+    built = f"environment course built on the data volume ({env}): "
+    found = f"environment course found on the data volume ({env}), stamp matches: not rebuilt"
+    assert notes == built + "no stamp of an earlier build"
+    assert [c.split()[1:3] for c in calls] == [["venv", "--quiet"], ["pip", "install"],
+                                               ["pip", "install"]]
+    assert calls[2].endswith("torch==2.13.0+cu126")
+    assert "torch" not in calls[1]  # the requirements file: the environment without the framework
+    kernel = json.loads((env / "share/jupyter/kernels/python3/kernel.json").read_text())
+    assert kernel["display_name"] == "course: torch 2.13.0+cu126, CUDA 12.6"
+
+    notes, calls = run_build(tmp_path, volume, cu126)  # a second box, the same volume
+    assert notes == found
+    assert calls == []
+
+    notes, calls = run_build(tmp_path, volume, cu130)  # another driver
+    assert notes == (found + "; the framework build differs (another CUDA choice): only the "
+                     "framework is reinstalled")
+    assert len(calls) == 1 and calls[0].endswith(
+        "--index-url https://download.pytorch.org/whl/cu130 torch==2.13.0+cu130")
+    kernel = json.loads((env / "share/jupyter/kernels/python3/kernel.json").read_text())
+    assert kernel["display_name"] == "course: torch 2.13.0+cu130, CUDA 13.0"
+    assert run_build(tmp_path, volume, cu130)[1] == []
+
+    notes, calls = run_build(tmp_path, volume, fewer)
+    assert notes == built + "its specification changed"
+    assert [c.split()[1:3] for c in calls] == [["pip", "install"], ["pip", "install"]]  # venv kept
+
+    # A python that no longer runs (another image's python3) builds again, venv included.
+    (env / "bin" / "python").write_text("#!/bin/sh\nexit 127\n")
+    notes, calls = run_build(tmp_path, volume, fewer)
+    assert notes == built + "its python no longer runs (another image's?)"
+    assert [c.split()[1] for c in calls] == ["venv", "pip", "pip"]
