@@ -8,6 +8,7 @@ lists the fake data volume. Nothing is sent to 169.254.169.254.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -87,6 +88,15 @@ class Box:
     def interruption(self) -> dict | None:
         path = self.run_dir / "interruption"
         return json.loads(path.read_text()) if path.exists() else None
+
+
+def last_interruption():
+    """The provisioning's reader of the watcher's record, as a module."""
+    path = ROOT / "roles" / "spot_watch" / "files" / "last_interruption.py"
+    spec = importlib.util.spec_from_file_location("last_interruption", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait(predicate, seconds: float, what: str) -> None:
@@ -190,8 +200,24 @@ exec sleep 30
     assert commands[0].startswith("wall")
     assert commands[1:] == ["hook 10-checkpoint", "hook 20-slow",
                             "systemctl stop jupyter-x.service", f"umount {box.volume}"]
+    # The record for the next instance: written after the hooks and Jupyter's stop, before
+    # the sync and the unmount, which it says started (it cannot say how they ended).
     on_volume = json.loads((box.volume / ".spotbox" / "last-interruption.json").read_text())
-    assert on_volume["state"] == "unmounting" and on_volume["jupyter"] == "stopped"
+    assert {k: on_volume[k] for k in ("action", "time", "instance_id", "state", "jupyter", "sync",
+                                      "unmount")} == {
+        "action": "terminate", "time": notice["time"], "instance_id": "i-0watch",
+        "state": "unmounting", "jupyter": "stopped", "sync": "started", "unmount": "started"}
+    assert on_volume["hooks"] == record["hooks"]
+    assert on_volume["noticed_at"] <= on_volume["recorded_at"] <= record["handled_at"]
+    assert record["instance_id"] == "i-0watch"
+    # What the next instance's provisioning makes of it (files/last_interruption.py).
+    line = last_interruption().message(on_volume)
+    hhmm, day = notice["time"][11:16], notice["time"][:10]
+    assert line.startswith(f"the previous instance (i-0watch) was interrupted at {hhmm} "
+                           f"UTC on {day} (terminate); the notice was handled: hooks "
+                           "ran, not all well (10-checkpoint ok, 20-slow stopped: out of time, "
+                           "30-late skipped), Jupyter stopped, then the disks' sync and the data "
+                           "volume's unmount started"), line
     text = box.text()
     for words in ("interruption notice: AWS will terminate i-0watch at", "hook 10-checkpoint: "
                   "checkpoint saved", "hook 20-slow: stopped: out of time", "hook 30-late: skipped",
@@ -272,3 +298,59 @@ def test_the_default_endpoint_is_aws_and_is_never_used_here() -> None:
     """The tests point the watcher at the stand-in's 127.0.0.1 endpoint (Box.config)."""
     assert '"endpoint": "http://169.254.169.254"' in SCRIPT.read_text()
     assert os.access(SCRIPT, os.R_OK)
+
+
+def test_without_the_data_volume_mounted_no_record_is_left_on_it(box) -> None:
+    (box.tmp / "mounts").write_text("/dev/root / ext4 rw 0 0\n")
+    box.start()
+    box.wait_log("watching i-0watch")
+    imds.publish_notice(box.server.state_path, "stop", 60)
+    wait(lambda: (box.interruption() or {}).get("state") == "handled", 10, "the handling")
+    assert box.interruption()["unmount"] == "not mounted"
+    assert not (box.volume / ".spotbox").exists()
+    assert f"umount {box.volume}" not in box.commands()
+
+
+def test_the_next_provisioning_moves_the_record_to_the_root_disk_and_tells_it(tmp_path) -> None:
+    """files/last_interruption.py as the task runs it (python3 -c SOURCE MOUNT STATE MODE):
+    check mode only reads; the first real run moves the record to this instance's root disk,
+    later runs tell it from there, and an unreadable record is set aside, never told."""
+    source = (ROOT / "roles" / "spot_watch" / "files" / "last_interruption.py").read_text()
+    volume, state = tmp_path / "Payload", tmp_path / "var-lib-spotbox"
+    (volume / ".spotbox").mkdir(parents=True)
+    left = volume / ".spotbox" / "last-interruption.json"
+    record = {"action": "stop", "time": "2026-11-29T14:02:00Z", "instance_id": "i-0abc",
+              "state": "unmounting", "hooks": [{"name": "10-save", "result": "ok"}],
+              "jupyter": "stopped", "sync": "started", "unmount": "started"}
+    left.write_text(json.dumps(record))
+
+    def run(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", source, str(volume), str(state), mode],
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    message = ("the previous instance (i-0abc) was interrupted at 14:02 UTC on 2026-11-29 (stop); "
+               "the notice was handled: hooks ran (10-save ok), Jupyter stopped, then the disks' "
+               "sync and the data volume's unmount started (their end cannot be recorded on the "
+               "volume they end)")
+    assert run("check") == {"changed": True, "record": record, "message": message}
+    assert left.exists() and not state.exists()
+    assert run("apply") == {"changed": True, "record": record, "message": message}
+    assert not left.exists()
+    assert json.loads((state / "previous-interruption.json").read_text()) == record
+    assert run("apply") == {"changed": False, "record": record, "message": message}
+    # A watcher that could not finish: said so, not dressed up as handled.
+    left.write_text(json.dumps({**record, "state": "handling", "hooks": None}))
+    assert run("apply")["message"] == ("the previous instance (i-0abc) was interrupted at 14:02 "
+                                       "UTC on 2026-11-29 (stop); its notice handling was not "
+                                       "finished (state 'handling')")
+    left.write_text("{not json")
+    assert run("apply")["changed"] is True
+    assert not left.exists()
+    assert (volume / ".spotbox" / "last-interruption.json.unreadable").exists()
+    # No record on a fresh volume, none kept: nothing to tell.
+    fresh = tmp_path / "fresh"
+    (fresh / ".spotbox").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-c", source, str(fresh), str(tmp_path / "none"),
+                           "apply"], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == {"changed": False, "record": None, "message": ""}

@@ -16,8 +16,10 @@ seconds": Amazon EC2 User Guide, Spot Instance interruption notices):
   time), then the hooks in HOOK_DIR run (executable files whose names are
   letters, digits, '_' and '-', in name order, as root, sharing a time budget),
   Jupyter's service is stopped (its kernels shut down), a record is left on the
-  data volume (.spotbox/last-interruption.json), the disks are synced and the
-  data volume is unmounted (what still holds it is stopped first), all before
+  data volume (.spotbox/last-interruption.json: the notice, the instance, what
+  the hooks and Jupyter's stop did, and that the sync and the unmount started:
+  their end cannot be written on the volume they end), the disks are synced and
+  the data volume is unmounted (what still holds it is stopped first), all before
   the notice's time. Once per notice: RUN_DIR/interruption says "handled", and
   a restarted watcher does not act again.
 
@@ -69,6 +71,7 @@ REBALANCE_PATH = "/latest/meta-data/events/recommendations/rebalance"
 ACTIONS = ("terminate", "stop", "hibernate")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 HOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # run-parts' rule: no backups, no .dpkg-old
+RECORD = ".spotbox/last-interruption.json"  # on the data volume, for the next instance
 RESERVE = 10.0  # seconds kept after the hooks and Jupyter's stop for sync and unmount
 STARTUP = 60.0  # seconds after start in which a missing metadata service is looked for often
 
@@ -289,18 +292,14 @@ class Watcher:
             f"({left:.0f} s from now)")
         self.wall(f"spotbox: AWS will {action} this spot instance at {when} (in {left:.0f} s). "
                   f"Saving work and unmounting {self.c['mount_point']} now.")
-        record = {"action": action, "time": when, "noticed_at": now_utc(), "state": "handling"}
+        record = {"action": action, "time": when, "noticed_at": now_utc(),
+                  "instance_id": self.instance, "state": "handling"}
         write_json(self.interruption_file, record)
         record["hooks"] = self.run_hooks(notice)
         record["jupyter"] = self.stop_jupyter()
         mounted = self.is_mounted()
         if mounted:
-            try:
-                write_json(os.path.join(self.c["mount_point"], ".spotbox",
-                                        "last-interruption.json"),
-                           {**record, "state": "unmounting"})
-            except OSError as exc:
-                log(f"could not leave the record on the data volume: {exc}")
+            self.leave_record(record)
         os.sync()
         log("disks synced")
         record["unmount"] = self.unmount() if mounted else "not mounted"
@@ -311,6 +310,19 @@ class Watcher:
         log(f"interruption handled: hooks {[h['result'] for h in record['hooks']]}, Jupyter "
             f"{record['jupyter']}, data volume {record['unmount']}; "
             f"{record['seconds_left']:.0f} s before the {action}")
+
+    def leave_record(self, record: dict) -> None:
+        """What was done, on the data volume, for the next instance's provisioning
+        (roles/spot_watch/files/last_interruption.py reads it): written after the hooks
+        and Jupyter's stop, just before the sync and the unmount, whose end it cannot
+        record (the volume is gone by then), so it says that they started."""
+        path = os.path.join(self.c["mount_point"], RECORD)
+        try:
+            write_json(path, {**record, "state": "unmounting", "recorded_at": now_utc(),
+                              "sync": "started", "unmount": "started"})
+            log(f"record left on the data volume ({path})")
+        except OSError as exc:
+            log(f"could not leave the record on the data volume: {exc}")
 
     def run_hooks(self, notice: dict) -> list[dict]:
         folder = self.c["hook_dir"]
