@@ -73,7 +73,7 @@ def check_types(described: list[dict], requested: list[str],
         arches = described_type.get("ProcessorInfo", {}).get("SupportedArchitectures", [])
         if arches and architecture not in arches:
             problems.append(f"{name} is {'/'.join(arches)}, not {architecture} like the AMI "
-                            "(spot_instance_architecture)")
+                            "(O(architecture))")
             continue
         classes = described_type.get("SupportedUsageClasses", [])
         if classes and "spot" not in classes:
@@ -84,7 +84,7 @@ def check_types(described: list[dict], requested: list[str],
             "vcpus": int(described_type.get("VCpuInfo", {}).get("DefaultVCpus", 0)),
         }
     if problems:
-        raise SpotError(f"spot_instance_types: {'; '.join(problems)}. Choose NVIDIA GPU types "
+        raise SpotError(f"O(instance_types): {'; '.join(problems)}. Choose NVIDIA GPU types "
                         "such as g4dn.xlarge, g5.xlarge or g6.xlarge")
     return info
 
@@ -147,7 +147,7 @@ def root_volume_size(requested: int, snapshot_size: int | None) -> tuple[int, st
     specify a volume size that is equal to or larger than the snapshot size").
     """
     if snapshot_size and snapshot_size > requested:
-        return snapshot_size, (f"spot_instance_root_volume_size {requested} GiB is smaller than "
+        return snapshot_size, (f"O(root_volume_size) {requested} GiB is smaller than "
                                f"the AMI's root snapshot ({snapshot_size} GiB): using "
                                f"{snapshot_size} GiB")
     return requested, ""
@@ -157,12 +157,12 @@ def root_volume_size(requested: int, snapshot_size: int | None) -> tuple[int, st
 # own message. Codes: EC2 API reference, "Error codes for the Amazon EC2 API".
 LAUNCH_ERRORS = {
     "InsufficientInstanceCapacity": "AWS has no spot capacity for {offer} right now "
-    "(InsufficientInstanceCapacity). Add other types to spot_instance_types, or try again later",
+    "(InsufficientInstanceCapacity). Add other types to O(instance_types), or try again later",
     "MaxSpotInstanceCountExceeded": "the account's spot vCPU quota does not allow {offer} "
     "(MaxSpotInstanceCountExceeded: {detail}). Ask for a higher \"All G and VT Spot Instance "
     "Requests\" (L-3819A6DF) or \"All P Spot Instance Requests\" (L-7212CCBC) quota in the "
     "Service Quotas console, or terminate another spot instance",
-    "SpotMaxPriceTooLow": "spot_instance_max_price is below the current spot price of {offer} "
+    "SpotMaxPriceTooLow": "O(max_price) is below the current spot price of {offer} "
     "(SpotMaxPriceTooLow: {detail}). Raise it, or leave it empty (capped at on-demand)",
     "VcpuLimitExceeded": "the account's vCPU limit does not allow {offer} (VcpuLimitExceeded: "
     "{detail}). Ask AWS for a higher quota in the Service Quotas console",
@@ -173,11 +173,11 @@ LAUNCH_ERRORS = {
     "administrator runs once: aws iam create-service-linked-role --aws-service-name "
     "spot.amazonaws.com",
     "InvalidBlockDeviceMapping": "AWS refused the disks of {offer} (InvalidBlockDeviceMapping: "
-    "{detail}). Raise spot_instance_root_volume_size",
+    "{detail}). Raise O(root_volume_size)",
     "VPCIdNotSpecified": "the region has no default VPC (VPCIdNotSpecified: {detail}). Set "
-    "spot_instance_subnet_id to a subnet of yours",
+    "O(subnet_id) to a subnet of yours",
     "MissingInput": "AWS needs a subnet to launch {offer} (MissingInput: {detail}). Set "
-    "spot_instance_subnet_id to a subnet of yours",
+    "O(subnet_id) to a subnet of yours",
     "InvalidParameterCombination": "AWS refused the spot settings for {offer} "
     "(InvalidParameterCombination: {detail})",
 }
@@ -225,7 +225,7 @@ def choose(
     rows.sort(key=lambda r: (r["spot_price"], types.index(r["instance_type"]), r["zone"]))
     if not rows:
         raise SpotError(f"no spot offer for {', '.join(types)} in this region; "
-                        "try other spot_instance_types or another spot_instance_region")
+                        "try other O(instance_types) or another O(region)")
     eligible = [r for r in rows if r["eligible"]]
     if not eligible:
         in_zone = [r for r in rows if not zones or r["zone"] in zones]
@@ -236,7 +236,7 @@ def choose(
             )
         cheapest = in_zone[0]
         raise SpotError(
-            f"spot_instance_max_price {max_price} is below every current spot price; the "
+            f"O(max_price) {max_price} is below every current spot price; the "
             f"cheapest is {cheapest['spot_price']} for {cheapest['instance_type']} in "
             f"{cheapest['zone']}. Raise the max price or leave it empty (capped at on-demand)"
         )

@@ -64,7 +64,7 @@ options:
     default: []
   names:
     description:
-      - What the messages call the options, as C({option: name}); an option not
+      - What the messages call the options, a mapping from option to name; an option not
         given is called by its own name. The roles pass their variable names.
     type: dict
     default: {}

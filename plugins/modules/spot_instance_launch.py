@@ -46,6 +46,14 @@ options:
     description: Seconds to wait for the instance to run.
     type: int
     default: 600
+  names:
+    description:
+      - What the messages call the settings, a mapping from setting to name; one not given is
+        called by its own name. Besides I(subnet_id), a launch error may name the
+        settings the offers came from (spot_offer_info's I(instance_types),
+        I(max_price), I(root_volume_size)). The roles pass their variable names.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -94,6 +102,7 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing bot
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 from ansible.module_utils.spotbox_aws import box_instances, error_code, error_message
+from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
 from ansible.module_utils.spotbox_spot import CAPACITY_ERRORS, launch_error_message
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
@@ -190,7 +199,7 @@ def launch(module, client) -> None:
     labels = ", ".join(t["offer"] for t in tried)
     module.fail_json(msg=(
         f"AWS has no spot capacity for any offer right now ({labels}: "
-        "InsufficientInstanceCapacity). Add types to spot_instance_types, or try again later"
+        "InsufficientInstanceCapacity). Add types to O(instance_types), or try again later"
         + ("; the data volume pins the zone: a snapshot restored in another zone frees it"
            if len({t['offer'].split(' in ')[1] for t in tried}) == 1 else "")), tried=tried)
 
@@ -204,9 +213,11 @@ def main() -> None:
             "offers": {"type": "list", "elements": "dict", "required": True},
             "subnet_id": {"type": "str", "default": ""},
             "wait_timeout": {"type": "int", "default": 600},
+            **NAMES_SPEC,
         },
         supports_check_mode=True,
     )
+    name_messages(module)
     client = module.client("ec2", retry_decorator=AWSRetry.jittered_backoff())
     name = module.params["name"]
     try:

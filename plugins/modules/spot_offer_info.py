@@ -81,6 +81,12 @@ options:
       its folder; empty for ~/.ssh/spotbox-REGION-NAME.pem.
     type: str
     default: ""
+  names:
+    description:
+      - What the messages call the options, a mapping from option to name; an option not
+        given is called by its own name. The roles pass their variable names.
+    type: dict
+    default: {}
 extends_documentation_fragment:
   - amazon.aws.common.modules
   - amazon.aws.region.modules
@@ -189,6 +195,7 @@ from ansible.module_utils.spotbox_aws import (
     error_message,
     owner_of,
 )
+from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
 from ansible.module_utils.spotbox_spot import (
     ON_DEMAND_USD_PER_HOUR,
     SPOT_QUOTAS,
@@ -226,10 +233,10 @@ def resolve_region(module) -> tuple[str, str]:
     region = module.region
     source = "the region option, the AWS profile or environment"
     if not region:
-        region, source = FALLBACK_REGION, ("none configured (spot_instance_region, AWS_REGION or "
+        region, source = FALLBACK_REGION, ("none configured (O(region), AWS_REGION or "
                                            "`aws configure set region`): the course's")
     if region not in known_regions():
-        raise SpotError(f"spot_instance_region {region!r} is not an AWS region; use one like "
+        raise SpotError(f"O(region) {region!r} is not an AWS region; use one like "
                         "us-east-2 or eu-west-1 (`aws ec2 describe-regions` lists yours)")
     return region, source
 
@@ -239,10 +246,10 @@ def describe_types(client, types: list[str], region: str) -> list[dict]:
         return client.describe_instance_types(InstanceTypes=types, aws_retry=True)["InstanceTypes"]
     except botocore.exceptions.ClientError as exc:
         if error_code(exc) == "InvalidInstanceType":
-            raise SpotError(f"spot_instance_types: {error_message(exc)} in region {region}; "
+            raise SpotError(f"O(instance_types): {error_message(exc)} in region {region}; "
                             "check the names (like g4dn.xlarge) or choose another region") from exc
         if error_code(exc) == "OptInRequired":
-            raise SpotError(f"spot_instance_region {region} is not enabled for this account "
+            raise SpotError(f"O(region) {region} is not enabled for this account "
                             f"({error_message(exc)}); enable it in the console (Account, AWS "
                             "Regions) or choose another") from exc
         raise
@@ -258,7 +265,7 @@ def find_ami(client, params: dict, region: str) -> dict:
                 raise
             images = []
         if not images:
-            raise SpotError(f"no AMI {params['ami_id']} in {region}; leave spot_instance_ami_id "
+            raise SpotError(f"no AMI {params['ami_id']} in {region}; leave O(ami_id) "
                             "empty to use the newest Deep Learning Base AMI")
     else:
         images = client.describe_images(
@@ -269,12 +276,12 @@ def find_ami(client, params: dict, region: str) -> dict:
         if not images:
             raise SpotError(
                 f"no AMI in {region} is named like {params['ami_name_pattern']!r} (owner "
-                f"{params['ami_owner']}, {params['architecture']}); set spot_instance_ami_id or "
-                "spot_instance_ami_name_pattern")
+                f"{params['ami_owner']}, {params['architecture']}); set O(ami_id) or "
+                "O(ami_name_pattern)")
     image = max(images, key=lambda i: i.get("CreationDate", ""))
     if image.get("Architecture", params["architecture"]) != params["architecture"]:
         raise SpotError(f"AMI {image['ImageId']} is {image['Architecture']}, not "
-                        f"{params['architecture']} (spot_instance_architecture)")
+                        f"{params['architecture']} (O(architecture))")
     root = next((m for m in image.get("BlockDeviceMappings", [])
                  if m.get("DeviceName") == image.get("RootDeviceName")), {})
     return {"image_id": image["ImageId"], "name": image.get("Name", ""),
@@ -292,7 +299,7 @@ def find_network(client, subnet_id: str, region: str) -> dict:
                 raise
             subnets = []
         if not subnets:
-            raise SpotError(f"no subnet {subnet_id} in {region} (spot_instance_subnet_id)")
+            raise SpotError(f"no subnet {subnet_id} in {region} (O(subnet_id))")
         subnet = subnets[0]
         return {"vpc_id": subnet["VpcId"], "subnet_id": subnet_id,
                 "zones": [subnet["AvailabilityZone"]]}
@@ -301,7 +308,7 @@ def find_network(client, subnet_id: str, region: str) -> dict:
     if not vpcs:
         raise SpotError(
             f"the account has no default VPC in {region}, so AWS has nowhere to put the box; "
-            "set spot_instance_subnet_id to a subnet of yours that gives public IPs "
+            "set O(subnet_id) to a subnet of yours that gives public IPs "
             "(or `aws ec2 create-default-vpc`)")
     subnets = client.describe_subnets(
         Filters=[{"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
@@ -456,7 +463,7 @@ def plan(module, params: dict) -> dict:
     if not zones:
         where = volume["zone"] if volume else ", ".join(network["zones"]) or "(none)"
         raise SpotError(f"no zone qualifies: the data volume's zone {where} has no subnet "
-                        "to launch into; set spot_instance_subnet_id to a subnet in it")
+                        "to launch into; set O(subnet_id) to a subnet in it")
     result = choose(latest_prices(spot_prices(client, candidates)), candidates,
                     zones=sorted(zones), max_price=params["max_price"], on_demand=on_demand)
     offers = result["offers"]
@@ -489,9 +496,11 @@ def main() -> None:
             "check_quota": {"type": "bool", "default": True},
             "key_name": {"type": "str", "default": ""},
             "key_file": {"type": "str", "default": ""},
+            **NAMES_SPEC,
         },
         supports_check_mode=True,
     )
+    name_messages(module)
     params = module.params
     if not params["instance_types"]:
         module.fail_json(msg="instance_types is empty; give at least one GPU instance type")

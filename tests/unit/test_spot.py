@@ -51,7 +51,7 @@ def test_existing_volume_pins_the_zone(prices: dict) -> None:
 
 def test_max_price_filters_and_explains(prices: dict) -> None:
     assert spot.choose(prices, ["g5.xlarge"], max_price=0.39)["choice"]["zone"] == "us-east-2c"
-    with pytest.raises(spot.SpotError, match=r"spot_instance_max_price 0\.1 is below every "
+    with pytest.raises(spot.SpotError, match=r"O\(max_price\) 0\.1 is below every "
                        r"current spot price; the cheapest is 0\.1986"):
         spot.choose(prices, ["g4dn.xlarge"], max_price=0.1)
 
@@ -92,7 +92,7 @@ def test_check_types_keeps_nvidia_spot_types_of_the_amis_architecture() -> None:
     (described("p4de.24xlarge", T4, classes=("on-demand",)), r"p4de\.24xlarge is not sold as spot"),
 ])
 def test_check_types_refuses_what_the_dlami_cannot_use(entry: dict, message: str) -> None:
-    with pytest.raises(spot.SpotError, match=rf"spot_instance_types: {message}"):
+    with pytest.raises(spot.SpotError, match=rf"O\(instance_types\): {message}"):
         spot.check_types([described("g4dn.xlarge", T4), entry],
                          ["g4dn.xlarge", entry["InstanceType"]])
 
@@ -119,7 +119,7 @@ def test_quota_refusal_names_the_quota_and_how_to_raise_it() -> None:
 
 
 def test_root_volume_is_raised_to_the_amis_snapshot() -> None:
-    assert spot.root_volume_size(50, 75) == (75, "spot_instance_root_volume_size 50 GiB is "
+    assert spot.root_volume_size(50, 75) == (75, "O(root_volume_size) 50 GiB is "
                                                   "smaller than the AMI's root snapshot (75 GiB): "
                                                   "using 75 GiB")
     assert spot.root_volume_size(100, 75) == (100, "")
@@ -129,13 +129,13 @@ def test_root_volume_is_raised_to_the_amis_snapshot() -> None:
 @pytest.mark.parametrize(("code", "expected"), [
     ("InsufficientInstanceCapacity", "no spot capacity for g4dn.xlarge in us-east-2a"),
     ("MaxSpotInstanceCountExceeded", "L-3819A6DF"),
-    ("SpotMaxPriceTooLow", "spot_instance_max_price is below the current spot price"),
+    ("SpotMaxPriceTooLow", "O(max_price) is below the current spot price"),
     ("VcpuLimitExceeded", "vCPU limit"),
     ("UnauthorizedOperation", "docs/iam-policy.json"),
     ("AuthFailure.ServiceLinkedRoleCreationNotPermitted",
      "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com"),
-    ("InvalidBlockDeviceMapping", "spot_instance_root_volume_size"),
-    ("VPCIdNotSpecified", "spot_instance_subnet_id"),
+    ("InvalidBlockDeviceMapping", "O(root_volume_size)"),
+    ("VPCIdNotSpecified", "O(subnet_id)"),
     ("SomethingNew", "AWS refused to launch g4dn.xlarge in us-east-2a (SomethingNew: why.)"),
 ])
 def test_launch_errors_are_one_line_saying_what_to_do(code: str, expected: str) -> None:
