@@ -114,7 +114,11 @@ def cmd_ansible_env(args, registry):
         f"-o ProxyCommand='{sys.executable} -m localcloud ssh-proxy %h %p'"
     )
     env = {**moto.aws_env(record), "ANSIBLE_SSH_ARGS": ssh_args,
-           "PYTHONPATH": str(repo), "SPOTBOX_LOCALCLOUD_STATE": str(registry.root)}
+           "PYTHONPATH": str(repo), "SPOTBOX_LOCALCLOUD_STATE": str(registry.root),
+           # The box's facts (its IMDS stand-in: spotbox_imds_endpoint) for inventory hosts
+           # that are this local cloud's instances: localcloud/ansible_vars/localcloud.py.
+           "ANSIBLE_VARS_PLUGINS": str(repo / "localcloud" / "ansible_vars"),
+           "ANSIBLE_VARS_ENABLED": "ansible.builtin.host_group_vars,localcloud"}
     for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
 

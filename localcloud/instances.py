@@ -29,12 +29,13 @@ a spot request moves as for any other stop or terminate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import boxes, images, imds, procs, volumes
@@ -82,6 +83,7 @@ class Instances:
         self.kick = threading.Event()
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.launches_in_flight = 0
 
     # ------------------------------------------------------------ the watcher
 
@@ -89,9 +91,11 @@ class Instances:
         self.thread = threading.Thread(target=self._watch, name="instances", daemon=True)
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         self.stopping.set()
         self.kick.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
 
     def _watch(self) -> None:
         while not self.stopping.is_set():
@@ -103,6 +107,22 @@ class Instances:
                 traceback.print_exc()
 
     # ------------------------------------------------------- calls as they pass
+
+    @contextlib.contextmanager
+    def call_in_flight(self, action: str) -> Iterator[None]:
+        """Around an EC2 call through the layer. While a RunInstances is between moto and
+        after_call, the watcher leaves new instances to it (the layer's after-hooks have
+        not yet said whether they are spot)."""
+        if action != "RunInstances":
+            yield
+            return
+        with self.lock:
+            self.launches_in_flight += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.launches_in_flight -= 1
 
     def after_call(self, action: str, region: str, params: dict[str, Any], status: int,
                    answer: dict[str, Any]) -> None:
@@ -156,16 +176,17 @@ class Instances:
             name = box_name(instance_id, tags)
             life = self.lifecycle(instance_id)
             image = images.for_ami(instance.get("ImageId"), log=log.info)
+            imds_port = procs.free_port()  # recorded with the box, before anything asks
             boxes.prepare(self.registry, name, image, overlay=True,
                           hostname=tags.get("Name") or instance_id, instance_id=instance_id,
                           region=region, image_id=instance.get("ImageId"), life_cycle=life,
+                          imds_endpoint=f"http://127.0.0.1:{imds_port}",
                           launched_at=time.time())
             prepared = time.monotonic()
             # The box boots while its metadata stand-in starts.
             record = boxes.power_on(self.registry, name, wait=False)
-            endpoint = imds.start(self.registry, name, life_cycle=life,
-                                  instance_id=instance_id)["endpoint"]
-            self.registry.update("box", name, imds_endpoint=endpoint)
+            imds.start(self.registry, name, life_cycle=life, instance_id=instance_id,
+                       port=imds_port)
             if self.wait_ready:
                 boxes.wait_ready(record, BOOT_TIMEOUT)
             self.registry.update("box", name, state="running",
@@ -182,6 +203,8 @@ class Instances:
     def _boot(self, name: str, started: float | None = None) -> None:
         boxes.power_on(self.registry, name, timeout=BOOT_TIMEOUT, wait=self.wait_ready,
                        started=started)
+        if not self.wait_ready:
+            self.registry.update("box", name, state="running")
 
     def _in_background(self, instance_id: str, work: Callable[[], None]) -> None:
         with self.lock:
@@ -213,8 +236,8 @@ class Instances:
         self._boot(name)
 
     def _terminate(self, name: str) -> None:
-        boxes.destroy(self.registry, name)
         imds.stop(self.registry, name)
+        boxes.destroy(self.registry, name)
 
     # ------------------------------------------------------------ reconcile
 
@@ -240,7 +263,9 @@ class Instances:
                 if instance_id in self.busy:
                     continue
             if box is None:
-                if state in RUNNING:  # launched without the layer seeing it (a relaunch)
+                # Launched without a call through the layer (a persistent request's new
+                # instance); one of a RunInstances still in the layer is left to it.
+                if state in RUNNING and not self.launches_in_flight:
                     self.launch(instance, instance["_region"])
                 continue
             name = box["name"]

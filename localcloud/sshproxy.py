@@ -27,18 +27,21 @@ from .registry import Registry
 BOOT_WAIT = 60.0
 
 
-def find_box(registry: Registry, address: str) -> tuple[dict, str | None]:
-    """The box standing in for the instance at address, and its key pair's public key."""
+def _ec2(registry: Registry):
     import boto3
 
-    snapshot = registry.snapshot()
-    server = snapshot.get("moto", {}).get(moto.NAME)
+    server = registry.snapshot().get("moto", {}).get(moto.NAME)
     if not server:
         raise LookupError("the AWS emulator is not running in this local cloud")
     env = moto.aws_env(server)
-    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=moto.REGION,
-                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                       aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    return boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=moto.REGION,
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def instance_at(registry: Registry, address: str, ec2=None) -> dict:
+    """The pending or running emulated instance whose public or private IP is address."""
+    ec2 = ec2 or _ec2(registry)
     for field in ("ip-address", "private-ip-address"):
         reservations = ec2.describe_instances(Filters=[
             {"Name": field, "Values": [address]},
@@ -46,13 +49,18 @@ def find_box(registry: Registry, address: str) -> tuple[dict, str | None]:
         ])["Reservations"]
         instances = [i for r in reservations for i in r["Instances"]]
         if instances:
-            break
-    else:
-        raise LookupError(f"no running emulated instance has the address {address}")
-    box = wait_for_box(registry, instances[0]["InstanceId"])
+            return instances[0]
+    raise LookupError(f"no running emulated instance has the address {address}")
+
+
+def find_box(registry: Registry, address: str) -> tuple[dict, str | None]:
+    """The box standing in for the instance at address, and its key pair's public key."""
+    ec2 = _ec2(registry)
+    instance = instance_at(registry, address, ec2)
+    box = wait_for_box(registry, instance["InstanceId"])
     pubkey = None
-    if instances[0].get("KeyName"):
-        pairs = ec2.describe_key_pairs(KeyNames=[instances[0]["KeyName"]], IncludePublicKey=True)
+    if instance.get("KeyName"):
+        pairs = ec2.describe_key_pairs(KeyNames=[instance["KeyName"]], IncludePublicKey=True)
         pubkey = pairs["KeyPairs"][0].get("PublicKey")
     return box, pubkey
 

@@ -396,8 +396,10 @@ class Layer:
                 self.instances.kick.set()  # EC2 acted by itself: the boxes follow
             return reply
         call = self.parse(method, path, headers, body)
-        reply = self._answer(call, method, path, headers, body)
-        if self.instances is not None and call is not None and call.service == "ec2":
+        if self.instances is None or call is None or call.service != "ec2":
+            return self._answer(call, method, path, headers, body)
+        with self.instances.call_in_flight(call.action):
+            reply = self._answer(call, method, path, headers, body)
             self.tell_instances(call, reply)
         return reply
 
