@@ -42,7 +42,7 @@ class DiskError(Exception):
 def ebs_by_id_path(volume_id: str) -> str:
     """vol-0abc -> /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc (Nitro NVMe serial)."""
     if not re.fullmatch(r"vol-[0-9a-zA-Z]+", volume_id):
-        raise DiskError(f"data_volume_volume_id must look like vol-0123456789abcdef0, "
+        raise DiskError(f"O(volume_id) must look like vol-0123456789abcdef0, "
                         f"not {volume_id!r}")
     return EBS_BY_ID + ebs_serial(volume_id)
 
@@ -67,13 +67,13 @@ def sourced_candidates(volume_id: str, device_name: str, device: str) -> list[tu
     """(path, the variable that named it) to try, best first: explicit path, the volume id's
     NVMe by-id link, the attach names."""
     if device:
-        return [(device, "data_volume_device")]
-    paths = [(ebs_by_id_path(volume_id), "data_volume_volume_id")] if volume_id else []
+        return [(device, "O(device)")]
+    paths = [(ebs_by_id_path(volume_id), "O(volume_id)")] if volume_id else []
     if device_name:
-        paths += [(name, "data_volume_device_name")
+        paths += [(name, "O(device_name)")
                   for name in attach_name_candidates(device_name)]
     if not paths:
-        raise DiskError("set data_volume_volume_id, data_volume_device_name or data_volume_device")
+        raise DiskError("set O(volume_id), O(device_name) or O(device)")
     return paths
 
 
@@ -88,14 +88,14 @@ def resolve(paths: list[str], exists=os.path.exists, realpath=os.path.realpath) 
         if exists(path):
             return realpath(path)
     raise DiskError(f"the data volume was not found at {', '.join(paths)}; is it attached? "
-                    "(on Nitro instances it is an NVMe device: give data_volume_volume_id)")
+                    "(on Nitro instances it is an NVMe device: give O(volume_id))")
 
 
 def check_identity(volume_id: str, disk: str, by_id_target: str, serial: str | None,
                    model: str | None) -> tuple[str, bool]:
     """Whether disk (a whole disk) may be the data volume: (how it was checked, warn).
 
-    volume_id: data_volume_volume_id ('' when unknown); by_id_target: the real path of the
+    volume_id: the volume_id option ('' when unknown); by_id_target: the real path of the
     volume id's /dev/disk/by-id link ('' when there is none); serial/model: the disk's
     /sys/block/X/device/serial and model (None when it has none: not NVMe).
     Raises DiskError when the disk is provably not the volume. warn is True when the
@@ -106,28 +106,28 @@ def check_identity(volume_id: str, disk: str, by_id_target: str, serial: str | N
         raise DiskError(
             f"it is an instance-store disk (model {model!r}), whose data is lost when the box "
             "stops or is interrupted; nothing was changed. Give the EBS data volume "
-            "(data_volume_volume_id, or data_volume_device)")
+            "(O(volume_id), or O(device))")
     if not volume_id:
-        return "not checked: data_volume_volume_id is not set", False
+        return "not checked: O(volume_id) is not set", False
     if by_id_target and by_id_target != disk:
         raise DiskError(
-            f"data_volume_volume_id {volume_id} is {by_id_target} (its /dev/disk/by-id link), "
-            f"not this disk; nothing was changed. Leave data_volume_device empty to use the "
-            "volume, or correct data_volume_volume_id")
+            f"O(volume_id) {volume_id} is {by_id_target} (its /dev/disk/by-id link), "
+            f"not this disk; nothing was changed. Leave O(device) empty to use the "
+            "volume, or correct O(volume_id)")
     if serial is not None:
         serial = serial.strip()
         if serial != ebs_serial(volume_id) or model != EBS_MODEL:
             raise DiskError(
                 f"its NVMe serial is {serial!r} and its model {model!r}, but "
-                f"data_volume_volume_id {volume_id} would read {ebs_serial(volume_id)!r} and "
+                f"O(volume_id) {volume_id} would read {ebs_serial(volume_id)!r} and "
                 f"{EBS_MODEL!r}: it is another disk, so nothing was changed. Correct "
-                "data_volume_volume_id or data_volume_device (lsblk -o NAME,SERIAL,MODEL "
+                "O(volume_id) or O(device) (lsblk -o NAME,SERIAL,MODEL "
                 "lists the disks)")
         return f"checked: NVMe serial {serial} and model {EBS_MODEL}", False
     if by_id_target == disk:
         return (f"named by the by-id link of {volume_id}; no NVMe serial to compare (a "
                 "non-NVMe disk, such as the local cloud's loop devices)"), False
-    return (f"NOT checked against data_volume_volume_id {volume_id}: the disk has no NVMe "
+    return (f"NOT checked against O(volume_id) {volume_id}: the disk has no NVMe "
             "serial and no /dev/disk/by-id link names the volume (expected on Xen instances; "
             "on Nitro, compare with lsblk -o NAME,SERIAL,MODEL)"), True
 
@@ -135,29 +135,29 @@ def check_identity(volume_id: str, disk: str, by_id_target: str, serial: str | N
 # --- Where it is mounted ------------------------------------------------------------------
 
 def check_mount_point(mount_point: str, home: str, realpath=os.path.realpath) -> str:
-    """The mount point to use, or DiskError naming data_volume_mount_point.
+    """The mount point to use, or DiskError naming the mount_point option.
 
     Refused: a relative path; /, /home, the user's home and the folders above it; system
     folders (SYSTEM_FOLDERS) and anything in SYSTEM_TREES. Symlinks are followed.
     """
     if not mount_point.startswith("/"):
-        raise DiskError(f"data_volume_mount_point must be an absolute path, not "
+        raise DiskError(f"O(mount_point) must be an absolute path, not "
                         f"{mount_point!r}; nothing was changed")
     real = realpath(os.path.normpath(mount_point))
     home = realpath(os.path.normpath(home))
     shown = mount_point if real == mount_point else f"{mount_point} (that is {real})"
     if real == home or home.startswith(real.rstrip("/") + "/"):
         raise DiskError(
-            f"data_volume_mount_point {shown} would hide the user's home {home} (and its "
+            f"O(mount_point) {shown} would hide the user's home {home} (and its "
             "~/.ssh/authorized_keys: the next SSH login fails); nothing was changed. Use a "
-            "folder of its own, like the default /home/USER/Payload (data_volume_mount_name)")
+            "folder of its own, like the default /home/USER/Payload (O(mount_name))")
     inside = next((tree for tree in SYSTEM_TREES
                    if real == tree or real.startswith(tree + "/")), "")
     if inside or real in SYSTEM_FOLDERS:
         what = (f"in the system folder {inside}" if inside and inside != real
                 else "a system folder")
         raise DiskError(
-            f"data_volume_mount_point {shown} is {what}; mounting there hides or endangers "
+            f"O(mount_point) {shown} is {what}; mounting there hides or endangers "
             "the box's own files, so nothing was changed. Use a folder of its own, like the "
             "default /home/USER/Payload or /mnt/data")
     return real
@@ -234,7 +234,7 @@ def decide(disk: dict, partitions: list[dict], layout: str, fstype: str) -> dict
 
     disk: {"path", "type", "pttype" (blkid's TYPE/PTTYPE, '' when none), "data_at"
     (nonzero_edges of the disk, None when not read), "partition" (the device is itself a
-    partition, named by data_volume_device)}.
+    partition, named by the device option)}.
     partitions: [{"number", "path", "node" (its /dev node exists), "type", "data_at"}],
     as the kernel (sysfs) lists them.
     Returns {"state": "empty" | "partitioned" | "ready", "target": the device that holds
@@ -251,37 +251,37 @@ def decide(disk: dict, partitions: list[dict], layout: str, fstype: str) -> dict
                 f"({pttype or 'none that blkid reads'}; the kernel lists {len(partitions)} "
                 "partition(s)): which one is in use is unclear, so nothing was changed. "
                 f"Look with `lsblk -f {path}` and `wipefs --no-act {path}`, then give "
-                "data_volume_device the device to mount, or another volume")
+                "O(device) the device to mount, or another volume")
         if found != fstype:
             raise DiskError(_other_fs(found, fstype, "the whole disk"))
         note = "" if layout == "whole" else (
             f"{path} holds {found} on the whole disk (no partition table: a volume made by "
-            "hand?): mounted as it is, not partitioned (data_volume_layout: gpt applies to "
+            "hand?): mounted as it is, not partitioned (O(layout): gpt applies to "
             "empty disks only)")
         return {"state": "ready", "target": path, "note": note}
     if pttype:
         if layout == "whole":
             raise DiskError(
                 f"the disk has a partition table ({pttype}, {len(partitions)} partition(s)) "
-                "but data_volume_layout is 'whole'; nothing was changed. Set "
-                "data_volume_layout: gpt to use it as it is")
+                "but O(layout) is 'whole'; nothing was changed. Set "
+                "O(layout): gpt to use it as it is")
         if not partitions:
             raise DiskError(
                 f"the disk has a {pttype} partition table but the kernel lists no partition "
                 f"on it: an empty table, or one the kernel has not read (`partx -a {path}` "
                 "reads it); nothing was changed. Re-run after partx, or give another volume "
-                "(data_volume_volume_id / data_volume_device)")
+                "(O(volume_id) / O(device))")
         if len(partitions) != 1 or partitions[0]["number"] != 1:
             raise DiskError(
                 f"the disk has {len(partitions)} partition(s) ({pttype}); spotbox uses a disk "
-                "with exactly one partition; nothing was changed. Give data_volume_device the "
+                "with exactly one partition; nothing was changed. Give O(device) the "
                 "partition to use, or another volume")
         part = partitions[0]
         if not part.get("node"):
             raise DiskError(
                 f"the kernel lists partition 1 but its device node {part['path']} does not "
                 "exist, so what it holds cannot be read; nothing was changed. Wait for udev "
-                f"(data_volume_udev_timeout) or run `partx -u {path}`, then re-run")
+                f"(O(udev_timeout)) or run `partx -u {path}`, then re-run")
         return _holder(part["path"], part["type"], part.get("data_at"), fstype, part["path"])
     if partitions:
         raise DiskError(
@@ -289,7 +289,7 @@ def decide(disk: dict, partitions: list[dict], layout: str, fstype: str) -> dict
             f"{len(partitions)} partition(s) ({', '.join(p['path'] for p in partitions)}): a "
             "damaged table, or one only the kernel knows, so it is not empty and nothing was "
             f"changed. Look with `lsblk -f {path}`; if it holds nothing you need, wipe it "
-            "yourself and re-run, or give data_volume_device another volume")
+            "yourself and re-run, or give O(device) another volume")
     if disk.get("data_at") != []:
         raise DiskError(_unknown(path, "the disk", disk.get("data_at")))
     target = path if layout == "whole" else partition_path(path)
@@ -315,25 +315,25 @@ def _unknown(path: str, where: str, data_at: list[str] | None) -> str:
             "formatted and nothing was changed. If you are sure it holds nothing you need, "
             f"zero it yourself (`wipefs -a {path}`, then `dd if=/dev/zero of={path} bs=1M "
             "count=1` and the same over its last MiB) and re-run; or give another volume "
-            "(data_volume_volume_id / data_volume_device)")
+            "(O(volume_id) / O(device))")
 
 
 def _other_fs(found: str, wanted: str, where: str) -> str:
     if found in MOUNTABLE:
-        return (f"{where} holds a {found} filesystem, not {wanted} (data_volume_fstype); it "
-                f"is never reformatted, so nothing was changed. Set data_volume_fstype: "
+        return (f"{where} holds a {found} filesystem, not {wanted} (O(fstype)); it "
+                f"is never reformatted, so nothing was changed. Set O(fstype): "
                 f"{found} to mount it as it is, or give another volume")
     if found == "swap":
         return (f"{where} holds swap space (a swap signature), not a {wanted} filesystem; "
                 "swap is never mounted as the data volume and never reformatted, so nothing "
                 "was changed. If this is not your data volume, give the right one "
-                "(data_volume_volume_id or data_volume_device); if it is and it holds nothing "
+                "(O(volume_id) or O(device)); if it is and it holds nothing "
                 "you need, swapoff it and wipe the signature yourself (wipefs -a DEVICE), "
                 "then re-run")
     return (f"{where} holds {found}, not a {wanted} filesystem (spotbox mounts only "
-            f"{' or '.join(MOUNTABLE)}, data_volume_fstype); it is never reformatted, so "
-            "nothing was changed. Give another volume (data_volume_volume_id or "
-            "data_volume_device), or move its data off and wipe it yourself")
+            f"{' or '.join(MOUNTABLE)}, O(fstype)); it is never reformatted, so "
+            "nothing was changed. Give another volume (O(volume_id) or "
+            "O(device)), or move its data off and wipe it yourself")
 
 
 def can_grow(disk_sectors: int, start: int, size: int, slack: int = 2048 * 2) -> bool:
@@ -499,7 +499,7 @@ def volume_lock(path: str = LOCK_PATH, seconds: float = 300, shared: bool = Fals
 def mkfs_argv(fstype: str, label: str, target: str) -> list[str]:
     """mkfs without its force flag: it refuses a device where it finds a signature."""
     if fstype not in MOUNTABLE:
-        raise DiskError(f"data_volume_fstype must be one of {', '.join(MOUNTABLE)}, "
+        raise DiskError(f"O(fstype) must be one of {', '.join(MOUNTABLE)}, "
                         f"not {fstype!r}")
     return [f"mkfs.{fstype}", "-q", "-L", label, target]
 
@@ -542,7 +542,7 @@ def format_volume(params: dict, run, check_mode: bool = False,
                 if not wait_for_path(before["target"], timeout):
                     raise DiskError(
                         f"the new partition's node {before['target']} did not appear within "
-                        f"{timeout} s (data_volume_udev_timeout); the disk has a GPT and an "
+                        f"{timeout} s (O(udev_timeout)); the disk has a GPT and an "
                         "empty partition now, which the next run formats")
         done.append(f"made {params['fstype']} labelled {params['label']} on {before['target']}")
         if check_mode:
@@ -557,5 +557,5 @@ def format_volume(params: dict, run, check_mode: bool = False,
     link = f"/dev/disk/by-uuid/{result['uuid']}"
     if result["uuid"] and timeout > 0 and not wait_for_path(link, timeout):
         raise DiskError(f"{link} (the link to {result['target']}) did not appear within "
-                        f"{timeout} s (data_volume_udev_timeout): is udev running?")
+                        f"{timeout} s (O(udev_timeout)): is udev running?")
     return {**result, "changed": True, "done": done}

@@ -28,10 +28,12 @@ def named(value, names=None):
     return value
 
 
-def name_messages(module) -> None:
+def name_messages(module, own: dict | None = None) -> None:
     """Make module.fail_json, exit_json and warn write O(option) as module.params['names']
-    says: every message of the module, wherever it is made."""
-    names = module.params.get("names") or {}
+    says: every message of the module, wherever it is made. own: what this module calls a
+    setting that shared code names otherwise (its option for O(udev_timeout), say)."""
+    caller = module.params.get("names") or {}
+    names = {**{key: caller.get(option, option) for key, option in (own or {}).items()}, **caller}
     fail_json, exit_json, warn = module.fail_json, module.exit_json, module.warn
     module.fail_json = lambda **result: fail_json(**named(result, names))
     module.exit_json = lambda **result: exit_json(**named(result, names))

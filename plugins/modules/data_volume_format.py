@@ -58,6 +58,12 @@ options:
     description: Seconds to wait for another run that holds the lock.
     type: int
     default: 300
+  names:
+    description:
+      - What the messages call the options, a mapping from option to name; an option not
+        given is called by its own name. The roles pass their variable names.
+    type: dict
+    default: {}
 author: spotbox
 """
 
@@ -98,6 +104,7 @@ uuid:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.spotbox_disk import DiskError, format_volume
+from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
 
 
 def main() -> None:
@@ -112,9 +119,11 @@ def main() -> None:
             "udev_timeout": {"type": "int", "default": 30},
             "lock_path": {"type": "path", "default": "/run/lock/spotbox-data-volume.lock"},
             "lock_timeout": {"type": "int", "default": 300},
+            **NAMES_SPEC,
         },
         supports_check_mode=True,
     )
+    name_messages(module)
 
     def run(argv: list[str]) -> tuple[int, str, str]:
         return module.run_command([module.get_bin_path(argv[0], required=True), *argv[1:]])

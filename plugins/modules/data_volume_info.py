@@ -72,6 +72,12 @@ options:
         it); fails when it does not appear. 0 neither waits nor looks.
     type: int
     default: 0
+  names:
+    description:
+      - What the messages call the options, a mapping from option to name; an option not
+        given is called by its own name. The roles pass their variable names.
+    type: dict
+    default: {}
 author: spotbox
 """
 
@@ -139,6 +145,7 @@ from ansible.module_utils.spotbox_disk import (
     volume_lock,
     wait_for_path,
 )
+from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
 
 
 def runner(module: AnsibleModule):
@@ -161,9 +168,11 @@ def main() -> None:
             "lock_path": {"type": "path", "default": "/run/lock/spotbox-data-volume.lock"},
             "lock_timeout": {"type": "int", "default": 300},
             "uuid_link_timeout": {"type": "int", "default": 0},
+            **NAMES_SPEC,
         },
         supports_check_mode=True,
     )
+    name_messages(module, own={"udev_timeout": "uuid_link_timeout"})
     params = module.params
     mount_point = ""
     try:
@@ -184,7 +193,7 @@ def main() -> None:
     link = f"/dev/disk/by-uuid/{uuid}"
     if uuid and seconds > 0 and not wait_for_path(link, seconds):
         module.fail_json(msg=f"{link} (the link to {target}) did not appear within {seconds} s "
-                             "(data_volume_udev_timeout): is udev running?",
+                             "(O(uuid_link_timeout)): is udev running?",
                          disk=result["disk"], target=target, uuid=uuid)
     module.exit_json(changed=False, mount_point=mount_point, **result)
 

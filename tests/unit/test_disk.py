@@ -19,7 +19,7 @@ import spotbox_disk as disk
 def test_nvme_by_id_from_volume_id() -> None:
     assert disk.ebs_by_id_path("vol-0abc123def4567890") == (
         "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc123def4567890")
-    with pytest.raises(disk.DiskError, match="data_volume_volume_id must look like"):
+    with pytest.raises(disk.DiskError, match="O\\(volume_id\\) must look like"):
         disk.ebs_by_id_path("0abc")
 
 
@@ -34,9 +34,9 @@ def test_candidates_order_and_explicit_path() -> None:
         "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0a1", "/dev/sdf", "/dev/xvdf"]
     assert disk.candidates("vol-0a1", "/dev/sdf", "/dev/vdb") == ["/dev/vdb"]
     assert disk.sourced_candidates("vol-0a1", "/dev/sdf", "")[1:] == [
-        ("/dev/sdf", "data_volume_device_name"), ("/dev/xvdf", "data_volume_device_name")]
-    assert disk.sourced_candidates("", "", "/dev/vdb") == [("/dev/vdb", "data_volume_device")]
-    with pytest.raises(disk.DiskError, match="set data_volume_volume_id"):
+        ("/dev/sdf", "O(device_name)"), ("/dev/xvdf", "O(device_name)")]
+    assert disk.sourced_candidates("", "", "/dev/vdb") == [("/dev/vdb", "O(device)")]
+    with pytest.raises(disk.DiskError, match="set O\\(volume_id\\)"):
         disk.candidates("", "", "")
 
 
@@ -160,25 +160,25 @@ def test_a_partition_named_by_data_volume_device_is_never_partitioned() -> None:
     ((whole(), [part("ext4")], "gpt", "ext4"),
      r"no partition table on the disk, but the kernel lists 1 partition\(s\) \(/dev/xvdf1\)"),
     ((whole(pttype="gpt"), [part(node=False)], "gpt", "ext4"),
-     "its device node /dev/xvdf1 does not exist.*data_volume_udev_timeout"),
+     "its device node /dev/xvdf1 does not exist.*O\\(udev_timeout\\)"),
     ((whole(pttype="gpt"), [part(data_at=["last MiB"])], "gpt", "ext4"),
      r"/dev/xvdf1 has no partition table or filesystem .* \(non-zero bytes in its last MiB\)"),
     ((whole(pttype="gpt"), [part(data_at=None)], "gpt", "ext4"), "not provably empty"),
     # Recognised content that is not the filesystem asked for.
     ((whole("xfs"), [], "gpt", "ext4"),
-     r"the whole disk holds a xfs filesystem, not ext4 \(data_volume_fstype\).*"
-     "Set data_volume_fstype: xfs to mount it as it is"),
+     r"the whole disk holds a xfs filesystem, not ext4 \(O\(fstype\)\).*"
+     "Set O\\(fstype\\): xfs to mount it as it is"),
     ((whole(pttype="gpt"), [part("xfs")], "gpt", "ext4"),
      "/dev/xvdf1 holds a xfs filesystem, not ext4"),
     ((whole(pttype="dos"), [part("ext4"), part("ext4", number=2)], "gpt", "ext4"),
-     r"the disk has 2 partition\(s\) \(dos\).*Give data_volume_device the partition"),
+     r"the disk has 2 partition\(s\) \(dos\).*Give O\(device\) the partition"),
     ((whole(pttype="gpt"), [part("ext4", number=2)], "gpt", "ext4"), "exactly one partition"),
     # A table the kernel has not read (this CI kernel reads none at losetup -P), or an
     # empty one.
     ((whole(pttype="gpt"), [], "gpt", "ext4"),
      "a gpt partition table but the kernel lists no partition on it.*partx -a /dev/xvdf"),
     ((whole(pttype="gpt"), [part("ext4")], "whole", "ext4"),
-     "data_volume_layout is 'whole'.*Set data_volume_layout: gpt"),
+     "O\\(layout\\) is 'whole'.*Set O\\(layout\\): gpt"),
     ((whole("xfs"), [], "whole", "ext4"), "the whole disk holds a xfs filesystem"),
     ((whole("crypto_LUKS"), [], "gpt", "ext4"),
      "holds crypto_LUKS, not a ext4 filesystem \\(spotbox mounts only ext4 or xfs"),
@@ -207,13 +207,13 @@ def test_swap_is_never_offered_as_a_filesystem_to_mount() -> None:
         with pytest.raises(disk.DiskError) as refused:
             disk.decide(whole("swap"), [], layout, "ext4")
         message = str(refused.value)
-        assert "data_volume_fstype: swap" not in message
+        assert "O(fstype): swap" not in message
         assert "swap is never mounted" in message
         assert "swapoff" in message and "wipefs -a" in message
-        assert "data_volume_volume_id or data_volume_device" in message
+        assert "O(volume_id) or O(device)" in message
     with pytest.raises(disk.DiskError, match="holds swap space") as refused:
         disk.decide(whole(pttype="gpt"), [part("swap")], "gpt", "ext4")
-    assert "data_volume_fstype: swap" not in str(refused.value)
+    assert "O(fstype): swap" not in str(refused.value)
 
 
 def test_growth_detection() -> None:
@@ -251,12 +251,12 @@ def test_an_ebs_nvme_disk_is_checked_by_serial_and_model() -> None:
     # Another EBS volume (the root volume, say).
     ("vol-0fff", "", EBS_SERIAL, EBS_MODEL,
      r"its NVMe serial is 'vol0abc123def4567890'.*would read 'vol0fff'.*"
-     "Correct data_volume_volume_id or data_volume_device"),
+     "Correct O\\(volume_id\\) or O\\(device\\)"),
     (VOL, "", EBS_SERIAL, "Some Other NVMe Disk\n", "its model 'Some Other NVMe Disk'"),
     # The volume id's by-id link names another disk than the one chosen.
     (VOL, "/dev/nvme2n1", EBS_SERIAL, EBS_MODEL,
-     r"data_volume_volume_id vol-0abc123def4567890 is /dev/nvme2n1 \(its /dev/disk/by-id "
-     "link\\), not this disk.*Leave data_volume_device empty"),
+     r"O\(volume_id\) vol-0abc123def4567890 is /dev/nvme2n1 \(its /dev/disk/by-id "
+     "link\\), not this disk.*Leave O\\(device\\) empty"),
     ("vol-localb", "/run/hostdev/loop4", None, None, "is /run/hostdev/loop4"),
 ])
 def test_another_disk_is_refused(volume_id, by_id, serial, model, message) -> None:
@@ -275,11 +275,11 @@ def test_a_disk_without_nvme_serial() -> None:
     # A Xen instance: /dev/sdf appears as /dev/xvdf, no NVMe, no by-id link: used, with a
     # warning that the id could not be checked (never silently).
     checked, warn = disk.check_identity(VOL, "/dev/xvdf", "", None, None)
-    assert checked.startswith(f"NOT checked against data_volume_volume_id {VOL}")
+    assert checked.startswith(f"NOT checked against O(volume_id) {VOL}")
     assert warn
     # No volume id: nothing to check against.
     assert disk.check_identity("", "/dev/xvdf", "", None, None) == (
-        "not checked: data_volume_volume_id is not set", False)
+        "not checked: O(volume_id) is not set", False)
 
 
 def test_identity_is_read_from_sysfs(tmp_path: Path) -> None:
@@ -316,7 +316,7 @@ def test_identity_is_read_from_sysfs(tmp_path: Path) -> None:
     "/srv",
 ])
 def test_mount_points_that_hide_the_home_or_system_folders_are_refused(mount_point) -> None:
-    with pytest.raises(disk.DiskError, match=f"data_volume_mount_point {mount_point}") as refused:
+    with pytest.raises(disk.DiskError, match=f"O\\(mount_point\\) {mount_point}") as refused:
         disk.check_mount_point(mount_point, "/home/ubuntu", realpath=lambda p: p)
     assert "nothing was changed" in str(refused.value)
 
@@ -367,7 +367,7 @@ def test_mkfs_and_parted_commands() -> None:
     assert disk.mkfs_argv("ext4", "spotbox-data", "/dev/xvdf1") == [
         "mkfs.ext4", "-q", "-L", "spotbox-data", "/dev/xvdf1"]
     assert disk.mkfs_argv("xfs", "d", "/dev/xvdf") == ["mkfs.xfs", "-q", "-L", "d", "/dev/xvdf"]
-    with pytest.raises(disk.DiskError, match="data_volume_fstype must be one of"):
+    with pytest.raises(disk.DiskError, match="O\\(fstype\\) must be one of"):
         disk.mkfs_argv("swap", "d", "/dev/xvdf")
     assert disk.parted_argv("/dev/xvdf", "spotbox-data", "ext4") == [
         "parted", "--script", "--align", "optimal", "/dev/xvdf", "mklabel", "gpt", "mkpart",
@@ -483,7 +483,7 @@ def test_real_random_bytes_at_the_start_are_refused_and_left_alone(loop, tmp_pat
     assert run(["blkid", "-p", device])[0] == 2  # blkid recognises nothing
     for layout in ("gpt", "whole"):
         with pytest.raises(disk.DiskError, match=(
-                f"data volume {device} \\(data_volume_device\\): the disk has no partition "
+                f"data volume {device} \\(O\\(device\\)\\): the disk has no partition "
                 r"table or filesystem .* \(non-zero bytes in its first MiB\)")):
             formatted(device, tmp_path, layout=layout)
     assert digest(device) == before
@@ -522,7 +522,7 @@ def test_real_swap_is_refused_without_suggesting_to_mount_it(loop, tmp_path) -> 
     assert run(["mkswap", device])[0] == 0
     with pytest.raises(disk.DiskError, match="holds swap space") as refused:
         formatted(device, tmp_path)
-    assert "data_volume_fstype: swap" not in str(refused.value)
+    assert "O(fstype): swap" not in str(refused.value)
 
 
 @needs_loops
@@ -621,7 +621,7 @@ def test_real_volume_id_check_on_loop_devices(loop, tmp_path, monkeypatch) -> No
     assert found["disk"] == mine and found["warnings"] == []
     assert found["identity"].startswith("named by the by-id link of vol-localmine")
     with pytest.raises(disk.DiskError, match=(
-            f"data volume {other} \\(data_volume_device\\): data_volume_volume_id "
+            f"data volume {other} \\(O\\(device\\)\\): O\\(volume_id\\) "
             f"vol-localmine is {mine}")):
         disk.inspect("vol-localmine", "", other, "gpt", "ext4", run)
     # No link for the id: the device is used, with a warning.
