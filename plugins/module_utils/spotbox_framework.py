@@ -162,7 +162,7 @@ def choose_build(framework: str, version: str, driver: dict, gpus: list[dict]) -
             f"no CUDA build of {framework} {release} runs here: driver {driver_version} (CUDA up "
             f"to {driver_cuda}), GPU {gpu_words}; its builds need {newest_driver}. The CPU build "
             "is installed: update the NVIDIA driver, use a newer GPU, or pin an older release "
-            "(conda_framework_version) that has a build for them")}
+            "(O(framework_version)) that has a build for them")}
     tag = runnable[-1]
     left_out = [t for t in builds if t not in runnable]
     why = f"the newest build of {framework} {release} that driver {driver_version} " \
