@@ -9,7 +9,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 export PY_COLORS ?= 0
 
-.PHONY: help setup system-deps test lint unit molecule integration demo demo-down clean
+.PHONY: help setup system-deps test lint unit molecule integration demo demo-down status clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,9 @@ demo: setup  ## the main job on the local cloud (AWS emulator + a booted box)
 
 demo-down:  ## terminate the demo box and end the local cloud
 	scripts/demo down
+
+status: $(BIN)/.installed  ## your boxes, what they cost and what still bills (AWS credentials; read-only)
+	$(BIN)/ansible-playbook playbooks/status.yml
 
 clean:  ## end what an interrupted demo left, remove the venv
 	-$(BIN)/python -m localcloud cleanup
