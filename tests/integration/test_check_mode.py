@@ -142,7 +142,7 @@ def test_provision_check_says_what_it_would_do(provision_check) -> None:
         f"127.0.0.1:{provision_check['port']}, notebooks in /home/ubuntu/Payload"), done[service]
     # The ssh config entry it would write (on the controller), and the summary.
     assert "Write the ssh config entries (Include this file from ~/.ssh/config)" in changed
-    summary = results(provision_check["output"], "localhost")[
+    summary = results(provision_check["output"], BOX)[  # roles/access runs on the box's play
         "Print the tunnel command and the URL"]["results"][0]["msg"]
     assert f":127.0.0.1:{provision_check['port']} ubuntu@127.0.0.1" in summary[1], summary
     assert summary[2].endswith("token=(check mode: the first real run makes the token)"), summary
