@@ -205,6 +205,8 @@ def status_lines(boxes: list[dict], loose: list[dict], free: list[dict],
             lines.append(f"  ! {item['kind']} {item['id']} ({item['region']}"
                          f"{', box ' + item['box'] if item.get('box') else ''}): "
                          f"{cost}; {item['what']}")
+        hints = [item["hint"] for item in loose if item.get("hint")]
+        lines += [f"  - {hint}" for hint in dict.fromkeys(hints)]
     if free:
         lines.append("")
         lines.append("left behind, free (" + ", ".join(FREE_KINDS) + " are not billed):")

@@ -20,7 +20,10 @@ description:
   - Snapshots the data volume first when asked, terminates the instances (any state but
     terminated) and waits, then deletes the data volume only when asked.
   - Finds the data volumes by their tags, attached or not.
-  - Reports what it did and what still bills. Check mode says what it would do.
+  - Reports what it did and what still bills, ending with the box's figures - how long its
+    instance ran since its last start, about what that cost (the spot price history since
+    then, per second), what its kept data volume costs a month (spotbox_cost's recorded
+    table). Check mode says what it would do.
 options:
   name:
     description: The box's name.
@@ -79,6 +82,12 @@ addresses:
   returned: always
   type: list
   elements: str
+figures:
+  description: The closing figures - seconds (the instances' running time since their last
+    start), cost (USD, null when no spot price is known), kept_monthly (USD a month of the
+    data volumes kept), line.
+  returned: always
+  type: dict
 report:
   description: What happened and what still bills, as lines.
   returned: always
@@ -88,6 +97,7 @@ report:
 
 import contextlib
 import re
+from datetime import UTC, datetime
 
 with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore
     import botocore
@@ -103,6 +113,7 @@ from ansible.module_utils.spotbox_aws import (
     exactly_ours,
     owner_of,
 )
+from ansible.module_utils.spotbox_cost import closing_line, compute_cost, storage_monthly
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
@@ -127,6 +138,32 @@ def box_requests(client, name: str, owner: str, instance_ids: list[str]) -> list
     return list(found.values())
 
 
+def figures(client, name: str, instances: list[dict], volumes: list[dict], mode: str,
+            check_mode: bool) -> dict:
+    """How long the box's running instances ran since their last start, about what that
+    cost, and what its kept data volumes cost a month."""
+    now = datetime.now(UTC)
+    seconds, cost, running = 0, 0.0, False
+    for instance in instances:
+        if instance["State"]["Name"] != "running":
+            continue  # a stopped instance's compute was billed up to its stop, not counted here
+        pool = (instance["InstanceType"], instance["Placement"]["AvailabilityZone"])
+        history = []
+        for page in client.get_paginator("describe_spot_price_history").paginate(
+                InstanceTypes=[pool[0]], AvailabilityZone=pool[1],
+                ProductDescriptions=["Linux/UNIX"], StartTime=instance["LaunchTime"], EndTime=now):
+            history += page["SpotPriceHistory"]
+        run = compute_cost(history, *pool, instance["LaunchTime"], now)
+        running = True
+        seconds += run["seconds"]
+        cost = None if cost is None or run["cost"] is None else cost + run["cost"]
+    kept = [v for v in volumes if not mode.endswith("delete")]
+    monthly = sum(storage_monthly(v["Size"], v.get("VolumeType", "")) or 0 for v in kept)
+    return {"seconds": seconds, "cost": cost if running else 0.0, "kept_monthly": monthly,
+            "line": closing_line(name, seconds if running else None, cost, monthly, len(kept),
+                                 check_mode)}
+
+
 def end_box(module, client, name: str, owner: str) -> dict:
     mode = module.params["data_volume"]
     instances = box_instances(client, name, owner)
@@ -142,6 +179,8 @@ def end_box(module, client, name: str, owner: str) -> dict:
         "snapshots": [],
         "addresses": [i["PublicIpAddress"] for i in instances if i.get("PublicIpAddress")],
         "changed": bool(instances or requests or (volumes and mode != "keep")),
+        # Read before the instances end: the price history needs their launch times.
+        "figures": figures(client, name, instances, volumes, mode, module.check_mode),
     }
     if module.check_mode:
         return result
@@ -196,6 +235,7 @@ def report(name: str, region: str, result: dict, check_mode: bool) -> list[str]:
     if not result["volumes"]:
         lines.append(f"box {name} has no data volume in {region}")
     lines.append("kept (free): its security group, key pair and launch template")
+    lines.append(result["figures"]["line"])
     return lines
 
 

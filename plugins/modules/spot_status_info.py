@@ -187,8 +187,11 @@ def look(client, owner: str) -> dict:
         "requests": requests,
         "groups": owned(client.describe_security_groups(Filters=mine)["SecurityGroups"], owner),
         "keys": owned(client.describe_key_pairs(Filters=mine)["KeyPairs"], owner),
-        "templates": owned(paginate(client, "describe_launch_templates", "LaunchTemplates",
-                                    Filters=mine), owner),
+        # A template listed without its tags (moto's answer; AWS gives them) is taken on the
+        # filter's word: an ARN has no wildcard characters.
+        "templates": [t for t in paginate(client, "describe_launch_templates", "LaunchTemplates",
+                                          Filters=mine)
+                      if not t.get("Tags") or tags_of(t).get(OWNER_TAG) == owner],
     }
 
 
@@ -270,14 +273,17 @@ def region_status(client, owner: str, region: str, now: datetime) -> dict:
         elif row["role"] == "data":
             loose.append({"kind": "volume", "id": row["id"], "region": region, "box": name,
                           "what": f"kept data volume, {row['size']} GiB {row['type']}, no "
-                                  "instance: launch.yml with this name attaches it again, "
-                                  "terminate.yml -e spot_instance_delete_data_volume=true "
-                                  "deletes it",
+                                  "instance",
+                          "hint": "a kept data volume: launch.yml with its box's name attaches "
+                                  "it again; terminate.yml with that name and -e "
+                                  "spot_instance_delete_data_volume=true deletes it",
                           "monthly": row["monthly"]})
         else:
             loose.append({"kind": "volume", "id": row["id"], "region": region, "box": name,
                           "what": f"stray volume, {row['size']} GiB {row['type']}, unattached "
-                                  f"(role {row['role']}): delete it if nothing on it is needed",
+                                  f"(role {row['role']})",
+                          "hint": "a stray volume: delete it (EC2 console or `aws ec2 "
+                                  "delete-volume`) when nothing on it is needed",
                           "monthly": row["monthly"]})
     for snapshot in found["snapshots"]:
         row = snapshot_row(snapshot)
@@ -286,8 +292,10 @@ def region_status(client, owner: str, region: str, now: datetime) -> dict:
             rows[name]["snapshots"].append(row)
         else:
             loose.append({"kind": "snapshot", "id": row["id"], "region": region, "box": name,
-                          "what": f"snapshot of {row['size']} GiB at most (billed for the blocks "
-                                  "stored)", "monthly": row["monthly"]})
+                          "what": f"snapshot of {row['size']} GiB at most",
+                          "hint": "a snapshot bills for the blocks it stores, at most its "
+                                  "volume's size; delete it when it is not needed",
+                          "monthly": row["monthly"]})
     for request in found["requests"]:
         instance = request.get("InstanceId")
         name = box_of_instance.get(instance) or tags_of(request).get(BOX_TAG, "")
@@ -297,15 +305,16 @@ def region_status(client, owner: str, region: str, now: datetime) -> dict:
             rows[name]["requests"].append(entry)
         else:
             loose.append({"kind": "spot request", "id": entry["id"], "region": region, "box": name,
-                          "what": f"{entry['state']} {entry['type']} request with no instance of "
-                                  "yours: AWS starts an instance (billed) when it is fulfilled; "
-                                  "terminate.yml with its box's name cancels it",
+                          "what": f"{entry['state']} {entry['type']} request with no instance",
+                          "hint": "a spot request with no instance: AWS starts an instance "
+                                  "(billed) when it is fulfilled; terminate.yml with its box's "
+                                  "name cancels it",
                           "monthly": None})
     for kind, key, id_key in (("security group", "groups", "GroupId"),
                               ("key pair", "keys", "KeyName"),
                               ("launch template", "templates", "LaunchTemplateName")):
         for item in found[key]:
-            name = tags_of(item).get(BOX_TAG, "")
+            name = tags_of(item).get(BOX_TAG) or item[id_key].removeprefix("spotbox-")
             if name not in rows:
                 free.append({"kind": kind, "id": item[id_key], "region": region, "box": name})
     for row in boxes:

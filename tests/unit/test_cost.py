@@ -119,7 +119,7 @@ BOXES = [
 ]
 LOOSE = [
     {"kind": "volume", "id": "vol-1", "region": "us-east-2", "box": "beta",
-     "what": "kept data volume", "monthly": 8.0},
+     "what": "kept data volume", "monthly": 8.0, "hint": "launch.yml attaches it again"},
     {"kind": "spot request", "id": "sir-1", "region": "us-east-2", "box": "",
      "what": "open one-time request with no instance", "monthly": None},
 ]
@@ -145,6 +145,7 @@ def test_the_table_flags_what_bills_without_a_box_and_says_what_is_free() -> Non
     assert lines[2].split()[:5] == ["keep", "stopped", "g4dn.xlarge", "us-east-2b", "-"]
     assert "! volume vol-1 (us-east-2, box beta): 8.00 USD/month; kept data volume" in text
     assert "! spot request sir-1 (us-east-2): no charge by itself;" in text
+    assert "  - launch.yml attaches it again" in lines
     assert "security group, key pair, launch template are not billed" in text
     assert "  security group sg-1 (us-east-2, box beta)" in text
     assert "total: 0.3383 USD/hour now; 246.97 USD/month if left as it is" in text
