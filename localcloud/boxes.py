@@ -127,7 +127,7 @@ def create(
     timeout: float = 60.0,
     port: int | None = None,
 ) -> dict:
-    """Boot a box called name (a copy of the root filesystem) and wait until sshd
+    """Boot a box called name (an overlay on the root filesystem) and wait until sshd
     answers and systemd is up.
 
     attach: [{"volume": NAME, "device": "/dev/xvdf"}]; the volumes must exist.
@@ -148,7 +148,7 @@ def create(
                          "loop": vol["loop"], "volume_id": vol["volume_id"]})
     try:
         prepare(registry, name, rootfs.ensure_rootfs(), pubkey=pubkey, port=port,
-                volumes=attached)
+                volumes=attached, overlay=True)
         return power_on(registry, name, timeout=timeout, started=started)
     except BaseException:
         destroy(registry, name)
