@@ -158,11 +158,6 @@ def nothing_exists(cloud: dict, name: str) -> None:
     assert not found, f"a refused run left {found}"
 
 
-def box(cloud: dict, name: str) -> None:
-    """The real box that stands in for the instance named spotbox-NAME."""
-    localcloud(cloud["admin_env"], "box-create", f"spotbox-{name}")
-
-
 def cheapest_zone(cloud: dict, instance_type: str) -> str:
     history = client(cloud).describe_spot_price_history(
         InstanceTypes=[instance_type], ProductDescriptions=["Linux/UNIX"],
@@ -257,7 +252,6 @@ def unsafe(value):
 
 @pytest.fixture(scope="module")
 def first_launch(cloud):
-    box(cloud, BOX)
     os.sync()  # timed on a quiet disk: earlier tests' deleted boxes are still written back
     started = time.monotonic()
     result = playbook(cloud, *FIRST)
@@ -379,7 +373,6 @@ def second_box(cloud, first_launch):
     env = {**cloud["env"], "HOME": str(home)}
     full_zone = cheapest_zone(cloud, "g4dn.xlarge")
     localcloud(cloud["admin_env"], "capacity", "off", "g4dn.xlarge", full_zone)
-    box(cloud, "beta")
     alpha = ours(resources(cloud, BOX)["instances"])[0]
     try:
         result = playbook(cloud, "launch.yml", "--tags", "launch,provision",
@@ -432,10 +425,9 @@ def test_a_recycled_address_with_a_stale_host_key_is_reached(cloud, second_box) 
     stale = host_key(cloud, address)
     assert stale, "launch must have recorded beta's host key"
     client(cloud).terminate_instances(InstanceIds=[old["InstanceId"]])
-    # A new instance gets the same address; its box has a new host key.
+    # A new instance gets the same address; its box (booted by the local cloud at
+    # RunInstances, as every instance's) has a new host key.
     localcloud(cloud["admin_env"], "recycle-address", address)
-    localcloud(cloud["admin_env"], "box-destroy", "spotbox-beta")
-    box(cloud, "beta")
     env = {**cloud["env"], "HOME": str(second_box["home"])}
     again = playbook(cloud, "launch.yml", "--skip-tags", "provision", name="beta", env=env)
     assert again.returncode == 0, again.stdout[-4000:]
@@ -487,7 +479,6 @@ def test_terminate_can_snapshot_and_delete_on_request(cloud, second_box) -> None
 
 @pytest.fixture(scope="module")
 def persistent_box(cloud, first_launch):
-    box(cloud, "keep")
     return playbook(cloud, "launch.yml", "--skip-tags", "provision",
                     "-e", "spot_instance_request_type=persistent",
                     "-e", "spot_instance_interruption_behavior=stop", name="keep")
@@ -551,7 +542,6 @@ def test_no_default_vpc_is_said_and_a_subnet_of_yours_works(cloud, first_launch)
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24",
                                AvailabilityZone="us-east-2b")["Subnet"]["SubnetId"]
     ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
-    box(cloud, "novpc")
     launched = playbook(cloud, "launch.yml", "--skip-tags", "provision",
                         "-e", f"spot_instance_subnet_id={subnet}", name="novpc")
     assert launched.returncode == 0, launched.stdout[-4000:]
