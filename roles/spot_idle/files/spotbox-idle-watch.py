@@ -13,6 +13,8 @@ standard library only. Every `interval` seconds it looks for use:
 * the GPUs' utilisation at or above `gpu_percent` (nvidia-smi, where it exists);
 * the CPUs busy at or above `cpu_percent` since the last look (/proc/stat).
 
+A threshold of 100 turns its look off (a container's /proc/stat is its host's).
+
 After `idle_seconds` without use it stops Jupyter, syncs and unmounts the data
 volume and runs `systemctl poweroff`. `warn_seconds` before, it tells the
 logged-in users (wall) and writes RUN_DIR/idle-shutdown (JSON: the power-off
@@ -192,7 +194,7 @@ class Watcher:
                         "--format=csv,noheader,nounits"])
         if smi is not None and smi.returncode == 0:
             gpu = gpu_percent(smi.stdout)
-            if gpu is not None and gpu >= float(self.c["gpu_percent"]):
+            if gpu is not None and gpu >= float(self.c["gpu_percent"]) < 100:
                 reasons.append(f"GPU {gpu:.0f}% busy")
         try:
             with open(self.c["proc_stat"], encoding="utf-8") as handle:
@@ -201,7 +203,7 @@ class Watcher:
             now = None
         if now is not None and self.cpu_before is not None:
             cpu = cpu_percent(self.cpu_before, now)
-            if cpu >= float(self.c["cpu_percent"]):
+            if cpu >= float(self.c["cpu_percent"]) < 100:  # 100: not looked at
                 reasons.append(f"CPU {cpu:.0f}% busy")
         self.cpu_before = now
         return reasons
