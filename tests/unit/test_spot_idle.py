@@ -108,7 +108,7 @@ class Box:
         (tmp / "stat").write_text("cpu  100 0 100 800 0 0 0 0 0 0\n")  # never busy
         self.config = tmp / "idle.json"
         self.config.write_text(json.dumps({
-            "idle_seconds": 2.5, "warn_seconds": 1.5, "interval": 0.1,
+            "idle_seconds": 5, "warn_seconds": 3.5, "interval": 0.1,
             "jupyter_port": jupyter.server_address[1], "jupyter_token_file": str(tmp / "token"),
             "run_dir": str(self.run_dir), "mount_point": str(tmp / "Payload"),
             "mounts": str(tmp / "mounts"), "proc_stat": str(tmp / "stat"),
@@ -140,7 +140,7 @@ def jupyter():
     server.shutdown()
 
 
-def wait_for(check, seconds: float = 8.0) -> bool:
+def wait_for(check, seconds: float = 12.0) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if check():
@@ -175,7 +175,7 @@ def test_use_keeps_the_box(tmp_path, jupyter, use) -> None:
               who="ubuntu   pts/0        2026-11-29 18:01 (203.0.113.7)\\n" if use == "login"
               else "", gpu="93" if use == "gpu" else "0")
     try:
-        time.sleep(4)  # longer than idle_seconds
+        time.sleep(6)  # longer than idle_seconds
         assert not box.notice().exists()
         assert box.called() == []
     finally:
@@ -188,9 +188,9 @@ def test_activity_after_the_warning_cancels_it(tmp_path, jupyter) -> None:
     try:
         assert wait_for(box.notice().exists), box.stop()
         jupyter.terminals = [{"name": "1", "last_activity": datetime.now(UTC).isoformat()}]
-        assert wait_for(lambda: not box.notice().exists(), 1.0), box.stop()
+        assert wait_for(lambda: not box.notice().exists(), 3.0), box.stop()
         assert wait_for(lambda: "idle power-off cancelled (Jupyter kernel or terminal activity)"
-                        in (tmp_path / "wall").read_text(), 1.0), box.stop()
+                        in (tmp_path / "wall").read_text(), 3.0), box.stop()
         assert "systemctl poweroff" not in box.called()
     finally:
         box.stop()
