@@ -2,7 +2,8 @@
 """Benchmark: the first full provision of a fresh box (cuda, data_volume,
 conda with the uv backend, jupyter), its idempotent re-run, and the floor:
 the same installs and commands typed by hand, with the same tools, on
-another fresh box. Prints seconds and ratios (targets: first provision at
+another fresh box (the environment and uv's cache on the data volume, as
+provision.yml puts them). Prints seconds and ratios (targets: first provision at
 most 1.3x the floor, re-run at most 20 s).
 
 Run as root from the repository root: .venv/bin/python bench/provision.py [ROUNDS] [--profile]
@@ -39,15 +40,16 @@ uuid=$(sudo blkid -p -o value -s UUID "${disk}p1")
 echo "UUID=$uuid $HOME/Payload ext4 defaults,nofail 0 0" | sudo tee -a /etc/fstab >/dev/null
 while [ ! -e "/dev/disk/by-uuid/$uuid" ]; do sleep 0.1; done
 sudo mount ~/Payload && sudo chown ubuntu:ubuntu ~/Payload
-sudo install -d -o ubuntu -g ubuntu /opt/spotbox/envs && cd /opt/spotbox/envs
+mkdir -p ~/Payload/.spotbox/envs && cd ~/Payload/.spotbox
+export UV_CACHE_DIR=$HOME/Payload/.spotbox/cache/uv
 python3 -m venv .uv && .uv/bin/pip install --quiet uv==0.13.9
-.uv/bin/uv venv --quiet --system-certs --python python3 course
+.uv/bin/uv venv --quiet --system-certs --python python3 envs/course
 printf 'jupyterlab\\nmatplotlib\\npandas\\n--find-links /opt/spotbox/wheels\\ntorch==2.13.0+cpu\\n' > req.txt
-.uv/bin/uv pip install --quiet --system-certs --python course/bin/python -r req.txt
+.uv/bin/uv pip install --quiet --system-certs --python envs/course/bin/python -r req.txt
 mkdir -p ~/.jupyter && (umask 077; python3 -c 'import secrets; print(secrets.token_hex(24))' > ~/.jupyter/token)
 printf 'c.ServerApp.ip = "127.0.0.1"\\nc.ServerApp.port = {port}\\nc.ServerApp.open_browser = False\\n' \\
   > ~/.jupyter/jupyter_config.py
-printf '[Service]\\nUser=ubuntu\\nExecStart=/opt/spotbox/envs/course/bin/python -m jupyter lab \\
+printf '[Service]\\nUser=ubuntu\\nExecStart=/home/ubuntu/Payload/.spotbox/envs/course/bin/python -m jupyter lab \\
 --config=/home/ubuntu/.jupyter/jupyter_config.py --IdentityProvider.token=%s\\n[Install]\\n\\
 WantedBy=multi-user.target\\n' "$(cat ~/.jupyter/token)" | sudo tee /etc/systemd/system/jl.service >/dev/null
 sudo systemctl daemon-reload && sudo systemctl enable --now jl.service
