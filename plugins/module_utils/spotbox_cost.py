@@ -36,9 +36,11 @@ STORAGE_USD_PER_GB_MONTH = {
 STORAGE_PRICES_SOURCE = "us-east-1 prices recorded 2026-11-29"
 # An average month: 365 * 24 / 12 hours.
 HOURS_PER_MONTH = 730
-# Things spotbox leaves that have no price of their own (Amazon EC2 charges
-# for instances, EBS volumes and snapshots; security groups, key pairs and
-# launch templates are configuration, not billed resources).
+# Things spotbox leaves that have no price of their own: AWS's pricing
+# whitepaper ("How AWS Pricing Works", Amazon EC2 and Amazon EBS) prices
+# instances, volumes, snapshots, data transfer and addresses, and names no
+# charge for security groups, key pairs or launch templates. (No AWS page
+# saying "free" in so many words was found from here.)
 FREE_KINDS = ("security group", "key pair", "launch template")
 
 
