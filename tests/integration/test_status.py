@@ -21,7 +21,6 @@ from test_launch import (
     G_QUOTA,
     POLICY,
     REGION,
-    box,
     client,
     iam_user,
     localcloud,
@@ -121,8 +120,7 @@ def fleet(cloud):
     """Three boxes: alpha and beta one-time, gamma persistent (stop)."""
     extra = {"gamma": ("-e", "spot_instance_request_type=persistent",
                        "-e", "spot_instance_interruption_behavior=stop")}
-    for name in ("alpha", "beta", "gamma"):
-        box(cloud, name)
+    for name in ("alpha", "beta", "gamma"):  # the local cloud boots a box per instance
         result = playbook(cloud, *LAUNCH, *extra.get(name, ()), name=name)
         assert result.returncode == 0, result.stdout[-4000:]
     return {name: instance_of(cloud, name) for name in ("alpha", "beta", "gamma")}
