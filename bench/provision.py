@@ -72,7 +72,8 @@ def provision(inventory: Path, *args: str) -> float:
 
 def fresh_box(registry: Registry, state: Path, name: str) -> tuple[dict, Path]:
     """A box like a fresh instance: data volume, CUDA toolkits, the CPU torch wheel."""
-    volumes.create(registry, name.replace("-", ""), "1G")
+    # Room for the environment and uv's cache, which provision.yml puts on it.
+    volumes.create(registry, name.replace("-", ""), "4G")
     record = boxes.create(registry, name, attach=[{"volume": name.replace("-", ""), "device": "/dev/xvdf"}])
     inventory = write_inventory(record, state / f"{name}.json")
     playbook(inventory, "molecule/cuda/prepare.yml", "-e", "cuda_test_hosts=stand-in")
