@@ -21,10 +21,15 @@ options: {}
 """
 
 import os  # noqa: E402 (Ansible reads DOCUMENTATION first)
+import time  # noqa: E402
 
 from ansible.plugins.vars import BaseVarsPlugin  # noqa: E402
 
 _found: dict[str, str] = {}
+# Ansible asks for a host's vars at every task: an address no instance has is
+# looked up again only after a while (it may be a box still being launched).
+_missing: dict[str, float] = {}
+MISSING_TTL = 5.0
 
 
 def endpoint_for(address: str) -> str | None:
@@ -33,6 +38,9 @@ def endpoint_for(address: str) -> str | None:
         return _found[address]
     if not os.environ.get("SPOTBOX_LOCALCLOUD_STATE"):
         return None
+    if time.monotonic() - _missing.get(address, -MISSING_TTL) < MISSING_TTL:
+        return None
+    _missing[address] = time.monotonic()
     try:
         from localcloud import sshproxy
         from localcloud.registry import Registry
@@ -44,6 +52,7 @@ def endpoint_for(address: str) -> str | None:
 
     box = boxes.by_instance(Registry(), instance["InstanceId"])
     if box and box.get("imds_endpoint"):
+        _missing.pop(address, None)
         _found[address] = box["imds_endpoint"]
         return box["imds_endpoint"]
     return None

@@ -84,3 +84,42 @@ def test_free_port_is_bindable() -> None:
     port = procs.free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_the_vars_plugin_gives_a_local_cloud_host_its_imds_endpoint(monkeypatch, tmp_path) -> None:
+    import importlib.util
+
+    from localcloud import sshproxy
+
+    spec = importlib.util.spec_from_file_location(
+        "lc_vars", Path(boxes.__file__).parent / "ansible_vars" / "localcloud.py")
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    monkeypatch.setenv("SPOTBOX_LOCALCLOUD_STATE", str(tmp_path))
+    Registry(tmp_path).put("box", "b-i-1", {"name": "b-i-1", "instance_id": "i-1",
+                                             "imds_endpoint": "http://127.0.0.1:4242"})
+    asked = []
+
+    def instance_at(registry, address):
+        asked.append(address)
+        if address != "54.1.2.3":
+            raise LookupError(address)
+        return {"InstanceId": "i-1"}
+
+    monkeypatch.setattr(sshproxy, "instance_at", instance_at)
+
+    class Host:
+        def __init__(self, address):
+            self.vars = {"ansible_host": address}
+
+    module = plugin.VarsModule()
+    assert module.get_vars(None, str(tmp_path), [Host("54.1.2.3")]) == {
+        "spotbox_imds_endpoint": "http://127.0.0.1:4242"}
+    assert module.get_vars(None, str(tmp_path), [Host("10.9.9.9")]) == {}
+    for _ in range(3):  # Ansible asks at every task: found and missing answers are kept
+        module.get_vars(None, str(tmp_path), [Host("54.1.2.3")])
+        module.get_vars(None, str(tmp_path), [Host("10.9.9.9")])
+    assert asked == ["54.1.2.3", "10.9.9.9"]
+    monkeypatch.delenv("SPOTBOX_LOCALCLOUD_STATE")
+    assert module.get_vars(None, str(tmp_path), [Host("54.9.9.9")]) == {}, (
+        "no local cloud: nothing")
