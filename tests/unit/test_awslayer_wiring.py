@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from localcloud import moto, procs
+from localcloud import cleanup, moto, procs
 from localcloud.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def cloud(tmp_path_factory):
     registry = Registry(state)
     record = moto.start(registry)
     yield registry, record, {**os.environ, "SPOTBOX_LOCALCLOUD_STATE": str(state)}
-    moto.stop(registry)
+    cleanup.cleanup(registry)  # the layer booted a box for each instance launched here
 
 
 def cli(env, *args) -> str:
