@@ -49,6 +49,9 @@ RUNNING = ("pending", "running")
 STOPPED = ("stopping", "stopped")
 GONE = ("shutting-down", "terminated")
 BOOT_TIMEOUT = 180.0
+# Seconds after the last EC2 call through the layer during which the watcher looks
+# even without a box (a persistent request's new instance comes after a terminate).
+QUIET_AFTER = 60.0
 
 
 def box_name(instance_id: str, tags: dict[str, str]) -> str:
@@ -98,9 +101,17 @@ class Instances:
             self.thread.join(timeout)
 
     def _watch(self) -> None:
+        last_kick = -QUIET_AFTER
         while not self.stopping.is_set():
-            self.kick.wait(self.interval)
+            if self.kick.wait(self.interval):
+                last_kick = time.monotonic()
             self.kick.clear()
+            # An account with no box and no EC2 call for a while has nothing to follow:
+            # moto is left alone (its first call in a region takes seconds).
+            if (time.monotonic() - last_kick > QUIET_AFTER
+                    and not any(b.get("instance_id") for b in
+                                self.registry.snapshot().get("box", {}).values())):
+                continue
             try:
                 self.reconcile()
             except Exception:  # the watcher must outlive one bad pass
