@@ -330,7 +330,9 @@ def test_a_box_that_powers_itself_off_gets_its_shutdown_behaviour(ec2_cloud, beh
     via_proxy(ec2_cloud, instance, "true")
     via_proxy(ec2_cloud, instance, "sudo systemd-run --on-active=1 systemctl poweroff")
     end = {"stop": "stopped", "terminate": "terminated"}[behaviour]
-    until(lambda: state_of(ec2_cloud, instance["InstanceId"]) == end, f"the instance {end}")
+    # systemd inside may wait for a unit's stop timeout (90 s by default) before it exits.
+    until(lambda: state_of(ec2_cloud, instance["InstanceId"]) == end, f"the instance {end}",
+          timeout=150)
     if behaviour == "terminate":
         until(lambda: box_record(ec2_cloud, instance["InstanceId"]) is None, "its box gone")
     else:
