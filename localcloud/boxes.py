@@ -64,7 +64,10 @@ done
 DEVLINKS_UNIT = """[Unit]
 Description=localcloud: device links udev would make for attached volumes
 DefaultDependencies=no
-Before=local-fs-pre.target
+Before=local-fs-pre.target shutdown.target
+# Without the default dependencies it must be told to stop at shutdown, else the
+# box's poweroff waits for its final kill of remaining processes.
+Conflicts=shutdown.target
 
 [Service]
 ExecStart=/usr/local/sbin/localcloud-devlinks
