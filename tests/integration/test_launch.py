@@ -147,6 +147,13 @@ def resources(cloud: dict, name: str) -> dict:
     }
 
 
+def shutdown_behaviour(cloud: dict, instance: dict) -> str:
+    """What EC2 does when the box powers itself off (the launch template's setting)."""
+    return client(cloud).describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="instanceInitiatedShutdownBehavior",
+    )["InstanceInitiatedShutdownBehavior"]["Value"]
+
+
 def ours(instances: list[dict]) -> list[dict]:
     """Leave out the instance another user (EVE) tagged with the same box name."""
     return [i for i in instances
@@ -293,6 +300,7 @@ def test_resources_are_as_asked_and_owned(cloud, first_launch) -> None:
     assert tags["spotbox:owner"] == "arn:aws:iam::123456789012:user/spotbox-tests"
     assert instance["InstanceLifecycle"] == "spot"
     assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert shutdown_behaviour(cloud, instance) == "terminate"  # a one-time box ends
     assert instance["ImageId"] == "ami-0dl22b0000000002"  # the newest x86_64 DLAMI stand-in
     [request] = found["requests"]
     assert (request["State"], request["InstanceId"], request["Type"]) == (
@@ -495,6 +503,7 @@ def test_persistent_needs_stop(cloud) -> None:
 def test_a_box_aws_stopped_is_not_launched_twice(cloud, persistent_box) -> None:
     assert persistent_box.returncode == 0, persistent_box.stdout[-4000:]
     [instance] = resources(cloud, "keep")["instances"]
+    assert shutdown_behaviour(cloud, instance) == "stop"  # a persistent box stops
     localcloud(cloud["admin_env"], "interrupt", "spotbox-keep", "--action", "stop",
                "--notice-seconds", "0")
     again = playbook(cloud, "launch.yml", "--skip-tags", "provision", name="keep")
