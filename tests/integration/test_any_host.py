@@ -46,8 +46,9 @@ def host(tmp_path_factory):
 
     try:
         # A plain Debian box (the local cloud's root filesystem as it is: no
-        # cuda-X.Y folder, no nvidia-smi) and a blank 1 GiB second disk.
-        local_cloud("volume-create", "anyhostdata", "--size", "1G")
+        # cuda-X.Y folder, no nvidia-smi) and a blank 4 GiB second disk (the
+        # environment and uv's cache live on it).
+        local_cloud("volume-create", "anyhostdata", "--size", "4G")
         local_cloud("box-create", BOX, "--attach", "anyhostdata:/dev/xvdf")
         box = json.loads(local_cloud("box-inventory", BOX))["all"]["hosts"][BOX]
         # The README's inventory, plus the port this box's sshd listens on.
@@ -104,7 +105,8 @@ def test_no_cuda_entries_and_the_disk_is_mounted(host) -> None:
                         "test ! -e /etc/ld.so.conf.d/spotbox-cuda.conf && echo no-ldconf; "
                         "findmnt -n -o FSTYPE,TARGET /home/ubuntu/Payload; "
                         "stat -c %U /home/ubuntu/Payload; "
-                        "/opt/spotbox/envs/course/bin/python -c 'import jupyterlab, pandas' "
+                        "/home/ubuntu/Payload/.spotbox/envs/course/bin/python "
+                        "-c 'import jupyterlab, pandas' "
                         "&& echo env-ok; systemctl is-active spotbox-jupyter")
     assert check.stdout.split() == ["no-link", "no-profile", "no-ldconf", "ext4",
                                     "/home/ubuntu/Payload", "ubuntu", "env-ok", "active"], \

@@ -131,7 +131,8 @@ def test_provision_check_says_what_it_would_do(provision_check) -> None:
                               "(ext4, defaults,nofail)"), volume
     # The environment it would build.
     build = done["Say what the build would do (check mode)"]["msg"]
-    assert build.startswith("would build course with uv at /opt/spotbox/envs/course: "
+    assert build.startswith("would build course with uv at "
+                            "/home/ubuntu/Payload/.spotbox/envs/course: "
                             "python=3.11, pip, jupyterlab"), build
     # The service it would create and start.
     assert "Install the Jupyter service" in changed

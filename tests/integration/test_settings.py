@@ -90,6 +90,7 @@ CASES = {
     "conda_wheel_tag": ("cu124", "cu124", WRONG, "cu12", "cuda12"),
     "conda_uv_version": ("0.5.1", "0.5.1", 0.5, ANY_TEXT, "latest"),
     "conda_venv_root": ("/opt/envs", "/opt/envs", WRONG, "/opt", "envs"),
+    "conda_data_dir": ("/data/.spotbox", "/data/.spotbox", WRONG, "/opt", "data/.spotbox"),
     "conda_build_timeout": ("600", 600, WRONG, "0", "10m"),
     # data_volume
     "data_volume_device": ("/dev/nvme1n1", "/dev/nvme1n1", WRONG, ANY_PATH, "nvme1n1"),
