@@ -56,10 +56,26 @@ def stop(pid: int, start_time: str | None, timeout: float = 15.0) -> None:
             _reap(pid)
             return
         time.sleep(0.1)
+    # A box's init runs in a session (and PID namespace) of its own: SIGKILL to
+    # systemd-nspawn alone would leave the box running, orphaned, its root gone.
+    # Killing a namespace's init ends every process in it.
+    orphans = children(pid)
     _signal_session(pid, signal.SIGKILL)
+    for child in orphans:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
     while alive(pid, start_time):
         time.sleep(0.1)
     _reap(pid)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of pid, as the kernel lists them now."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def _signal_session(pid: int, sig: signal.Signals) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,23 @@ def test_the_vars_plugin_gives_a_local_cloud_host_its_imds_endpoint(monkeypatch,
     monkeypatch.delenv("SPOTBOX_LOCALCLOUD_STATE")
     assert module.get_vars(None, str(tmp_path), [Host("54.9.9.9")]) == {}, (
         "no local cloud: nothing")
+
+
+def test_stop_also_ends_a_child_in_a_session_of_its_own(tmp_path) -> None:
+    """As systemd-nspawn's box init: SIGTERM ignored, so SIGKILL comes, and the child
+    that left the session (setsid) must not survive its parent."""
+    child_file = tmp_path / "child.pid"
+    pid = procs.start_detached(
+        ["sh", "-c", f"trap '' TERM; setsid sh -c 'echo $$ > {child_file}; exec sleep 300' & "
+                     "while :; do sleep 0.1; done"], tmp_path / "log")
+    for _ in range(50):
+        if child_file.exists() and child_file.read_text().strip():
+            break
+        time.sleep(0.1)
+    child = int(child_file.read_text())
+    procs.stop(pid, procs.proc_start_time(pid), timeout=0.5)
+    for _ in range(50):
+        if procs.proc_start_time(child) is None:
+            break
+        time.sleep(0.1)
+    assert procs.proc_start_time(child) is None, f"pid {child} survived"
