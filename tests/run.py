@@ -34,7 +34,8 @@ def lint_steps() -> list[tuple[str, list[str]]]:
 
 
 def unit_steps() -> list[tuple[str, list[str]]]:
-    return [("unit: pytest", [sys.executable, "-m", "pytest", "-q", "tests/unit"])]
+    return [("unit: pytest", [sys.executable, "-m", "pytest", "-q", "--durations=12",
+                               "tests/unit"])]
 
 
 def molecule_steps(names: list[str]) -> list[tuple[str, list[str]]]:
@@ -44,7 +45,7 @@ def molecule_steps(names: list[str]) -> list[tuple[str, list[str]]]:
 
 def integration_steps() -> list[tuple[str, list[str]]]:
     return [("integration: pytest", [sys.executable, "-m", "pytest", "-q", "-rs",
-                                     "tests/integration"])]
+                                     "--durations=25", "tests/integration"])]
 
 
 # Lines that say why a step failed (Ansible, Molecule, pytest); CI shows only

