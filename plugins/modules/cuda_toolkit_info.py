@@ -62,12 +62,8 @@ options:
     type: list
     elements: path
     default: []
-  names:
-    description:
-      - What the messages call the options, a mapping from option to name; an option not
-        given is called by its own name. The roles pass their variable names.
-    type: dict
-    default: {}
+extends_documentation_fragment:
+  - spotbox_names
 author: spotbox
 """
 

@@ -58,12 +58,8 @@ options:
     description: Seconds to wait for another run that holds the lock.
     type: int
     default: 300
-  names:
-    description:
-      - What the messages call the options, a mapping from option to name; an option not
-        given is called by its own name. The roles pass their variable names.
-    type: dict
-    default: {}
+extends_documentation_fragment:
+  - spotbox_names
 author: spotbox
 """
 

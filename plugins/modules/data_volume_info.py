@@ -72,12 +72,8 @@ options:
         it); fails when it does not appear. 0 neither waits nor looks.
     type: int
     default: 0
-  names:
-    description:
-      - What the messages call the options, a mapping from option to name; an option not
-        given is called by its own name. The roles pass their variable names.
-    type: dict
-    default: {}
+extends_documentation_fragment:
+  - spotbox_names
 author: spotbox
 """
 

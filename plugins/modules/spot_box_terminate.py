@@ -43,9 +43,7 @@ options:
     type: int
     default: 600
 extends_documentation_fragment:
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+  - spotbox_aws
 author: spotbox
 """
 

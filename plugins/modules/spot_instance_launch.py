@@ -55,9 +55,7 @@ options:
     type: dict
     default: {}
 extends_documentation_fragment:
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+  - spotbox_aws
 author: spotbox
 """
 

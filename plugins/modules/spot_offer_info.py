@@ -81,16 +81,9 @@ options:
       its folder; empty for ~/.ssh/spotbox-REGION-NAME.pem.
     type: str
     default: ""
-  names:
-    description:
-      - What the messages call the options, a mapping from option to name; an option not
-        given is called by its own name. The roles pass their variable names.
-    type: dict
-    default: {}
 extends_documentation_fragment:
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+  - spotbox_aws
+  - spotbox_names
 author: spotbox
 """
 

@@ -18,9 +18,7 @@ description:
   - Check mode reports whether it would create the role.
 options: {}
 extends_documentation_fragment:
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+  - spotbox_aws
 author: spotbox
 """
 

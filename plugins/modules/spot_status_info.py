@@ -37,9 +37,7 @@ options:
     type: str
     default: ""
 extends_documentation_fragment:
-  - amazon.aws.common.modules
-  - amazon.aws.region.modules
-  - amazon.aws.boto3
+  - spotbox_aws
 author: spotbox
 """
 
