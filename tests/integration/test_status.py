@@ -272,3 +272,74 @@ def test_status_is_read_only_and_the_same_in_check_mode(cloud, strays) -> None:
     assert strays["request"] in out and strays["stray"] in out
     again = status(cloud)
     assert recap(again.stdout)["changed"] == 0
+
+
+# --- idle power-off on a launched instance (roles/spot_idle) -------------------------------
+
+# Idle after 18 s, warned 9 s before; Jupyter is not installed here, and the CPU is not
+# looked at (a box's /proc/stat is this shared machine's): a login is the only use.
+IDLE_SECONDS = 18
+IDLE = ("--tags", "role::spot_idle", "-l", "spotbox-alpha", "-e", "spot_idle_minutes=0.3",
+        "-e", "spot_idle_warn_minutes=0.15", "-e", "spot_idle_interval=1",
+        "-e", "spot_idle_cpu_percent=100")
+
+
+def alpha_ssh(cloud: dict, address: str, *command: str, tty: bool = False) -> list[str]:
+    """ssh to alpha as the user would: its key, the known_hosts launch wrote."""
+    return ["ssh", "-o", f"ProxyCommand={sys.executable} -m localcloud ssh-proxy %h %p",
+            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={cloud['state']}/known_hosts",
+            "-o", "ConnectTimeout=5", *(["-tt"] if tty else []),
+            "-i", str(cloud["home"] / ".ssh" / f"spotbox-{REGION}-alpha.pem"),
+            f"ubuntu@{address}", *command]
+
+
+def on_alpha(cloud: dict, address: str, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(alpha_ssh(cloud, address, command), cwd=ROOT,
+                          env={**cloud["env"], "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, check=False, timeout=30)
+
+
+def wait_until(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"no {what} within {seconds:.0f} s")
+
+
+def test_an_idle_box_powers_off_after_its_last_login_and_its_volume_stays(
+        cloud, fleet, strays) -> None:
+    alpha = instance_of(cloud, "alpha")
+    address, volume = alpha["PublicIpAddress"], data_volume(cloud, "alpha")["VolumeId"]
+    env = {**cloud["env"], "PYTHONPATH": str(ROOT)}
+    # A login with a terminal (what `who` lists): the box is in use while it is open.
+    login = subprocess.Popen(alpha_ssh(cloud, address, "sleep 600", tty=True), cwd=ROOT,
+                             env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: "ubuntu" in on_alpha(cloud, address, "who").stdout, 30,
+                   "login listed by who")
+        result = playbook(cloud, "playbooks/provision.yml", *IDLE, name="alpha")
+        assert result.returncode == 0, result.stdout[-3000:]
+        time.sleep(IDLE_SECONDS + 8)
+        assert instance_of(cloud, "alpha")["State"]["Name"] == "running", (
+            "the open login must keep the box past its idle time")
+        assert on_alpha(cloud, address, "sudo test ! -e /run/spotbox/idle-shutdown").returncode == 0
+    finally:
+        login.kill()
+        login.wait()
+    closed = time.monotonic()
+    notice = "sudo cat /run/spotbox/idle-shutdown"
+    warning = wait_until(lambda: on_alpha(cloud, address, notice).stdout, IDLE_SECONDS + 20,
+                         "idle warning in /run/spotbox/idle-shutdown")
+    assert "poweroff_at" in warning
+    ec2 = client(cloud)
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[alpha["InstanceId"]],
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    assert time.monotonic() - closed >= IDLE_SECONDS - 2, "it went before its idle time"
+    # One-time request: the launch template's shutdown behaviour ends the instance; the
+    # data volume was made to outlive it.
+    [kept] = ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
+    assert (kept["State"], kept["Attachments"]) == ("available", [])
