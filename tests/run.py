@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 """Run spotbox's test steps, time each, print a breakdown and one closing line.
 
+`all` runs in two lanes at once (lint, unit and the Molecule scenarios in one;
+the integration tests in the other): most of a step's time is spent waiting on
+boxes, SSH and sleeps, not on the CPU, so two lanes on two cores take about
+two thirds of the time of one. Each step's output is printed whole when it
+ends. SPOTBOX_TEST_LANES=1 runs everything in one lane.
+
 Usage: tests/run.py all | lint | unit | molecule [SCENARIO...] | integration
 """
 
@@ -81,16 +87,21 @@ class ErrorLines:
         return [shorten(line) for line in self.kept]
 
 
-def run_step(cmd: list[str], env: dict[str, str]) -> tuple[int, list[str]]:
-    """Run cmd, passing its output through; its exit code and its last error lines."""
+def run_step(cmd: list[str], env: dict[str, str],
+             out: list[str] | None = None) -> tuple[int, list[str]]:
+    """Run cmd, passing its output through (or into out, when given); its exit code
+    and its last error lines."""
     errors = ErrorLines()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, errors="replace")
 
     def pass_through() -> None:
         for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            if out is None:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                out.append(line)
             errors.feed(line)
 
     reader = threading.Thread(target=pass_through, daemon=True)
@@ -123,36 +134,76 @@ def shorten(line: str) -> str:
     return line if len(line) <= REASON_WIDTH else f"{line[:REASON_WIDTH]} [...]"
 
 
-def main(argv: list[str]) -> int:
-    what = argv[0] if argv else "all"
+Step = tuple[str, list[str]]
+Result = tuple[str, int, float, list[str]]
+PRINT_LOCK = threading.Lock()
+
+
+def run_lane(steps: list[Step], env: dict[str, str], results: list[Result],
+             buffered: bool) -> None:
+    """Run steps one after the other; buffered: print each one's output when it ends."""
+    for name, cmd in steps:
+        header = f"\n===== {name}: {' '.join(cmd)}"
+        out: list[str] | None = [] if buffered else None
+        with PRINT_LOCK:
+            print(f"\n===== started {name}" if buffered else header, flush=True)
+        step_start = time.monotonic()
+        code, reasons = run_step(cmd, env, out)
+        blamed = network_error(reasons) if code and name.startswith("molecule:") else None
+        if blamed:
+            again = f"\n===== {name} again: it failed on the network: {blamed}"
+            if buffered:
+                out.append(again + "\n")
+            else:
+                print(again, flush=True)
+            code, reasons = run_step(cmd, env, out)
+            name = f"{name} (2nd try)"
+        seconds = time.monotonic() - step_start
+        with PRINT_LOCK:
+            if buffered:
+                sys.stdout.write(header + f" ({seconds:.0f} s)\n" + "".join(out))
+                sys.stdout.flush()
+            results.append((name, code, seconds, reasons))
+
+
+def lanes(what: str, argv: list[str]) -> list[list[Step]] | None:
     kinds = {
-        "lint": lint_steps,
-        "unit": unit_steps,
-        "integration": integration_steps,
-        "molecule": lambda: molecule_steps(argv[1:]),
-        "all": lambda: lint_steps() + unit_steps() + integration_steps() + molecule_steps([]),
+        "lint": lambda: [lint_steps()],
+        "unit": lambda: [unit_steps()],
+        "integration": lambda: [integration_steps()],
+        "molecule": lambda: [molecule_steps(argv[1:])],
+        "all": lambda: [lint_steps() + unit_steps() + molecule_steps([]), integration_steps()],
     }
     if what not in kinds:
+        return None
+    found = kinds[what]()
+    if os.environ.get("SPOTBOX_TEST_LANES") == "1":
+        found = [[step for lane in found for step in lane]]
+    return found
+
+
+def main(argv: list[str]) -> int:
+    what = argv[0] if argv else "all"
+    found = lanes(what, argv)
+    if found is None:
         print(f"tests/run.py: no such step {what!r}; {__doc__.strip().splitlines()[-1]}",
               file=sys.stderr)
         return 2
-    steps = kinds[what]()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
            "ANSIBLE_FORCE_COLOR": "0", "PY_COLORS": "0", "NO_COLOR": "1"}
-    results = []
+    results: list[Result] = []
     started = time.monotonic()
-    for name, cmd in steps:
-        print(f"\n===== {name}: {' '.join(cmd)}", flush=True)
-        step_start = time.monotonic()
-        code, reasons = run_step(cmd, env)
-        blamed = network_error(reasons) if code and name.startswith("molecule:") else None
-        if blamed:
-            print(f"\n===== {name} again: it failed on the network: {blamed}", flush=True)
-            code, reasons = run_step(cmd, env)
-            name = f"{name} (2nd try)"
-        results.append((name, code, time.monotonic() - step_start, reasons))
+    buffered = len(found) > 1
+    threads = [threading.Thread(target=run_lane, args=(lane, env, results, buffered))
+               for lane in found]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     total = time.monotonic() - started
-    print("\n===== timing breakdown")
+    print("\n===== timing breakdown" + (f" ({len(found)} lanes at once: the steps' "
+                                        "seconds add up to more than the total)"
+                                        if buffered else ""))
     for name, code, seconds, _ in results:
         share = seconds / total if total else 0
         print(f"  {'ok  ' if code == 0 else 'FAIL'} {name:<34} {seconds:7.1f}s  {share:6.1%}")

@@ -150,3 +150,41 @@ def test_a_step_ends_when_its_command_does_not_when_a_leftover_holds_the_pipe() 
     code, reasons = run.run_step([sys.executable, "-c", leaves_a_sleeper], {})
     assert (code, reasons) == (3, ["ERROR: left a sleeper"])
     assert time.monotonic() - started < run.OUTPUT_GRACE_SECONDS + 5
+
+
+def test_all_runs_two_lanes_at_once_and_prints_each_steps_output_whole(
+        monkeypatch, capsys, tmp_path) -> None:
+    mark = tmp_path / "lane-1-ran"
+    # The integration step ends only once the unit step, in the other lane, has run.
+    waits = (f"import pathlib, time\nfor _ in range(100):\n    print('waiting', flush=True)\n"
+             f"    if pathlib.Path({str(mark)!r}).exists(): break\n    time.sleep(0.05)\n"
+             "else:\n    raise SystemExit('ERROR: the other lane never ran')")
+    monkeypatch.delenv("SPOTBOX_TEST_LANES", raising=False)
+    monkeypatch.setattr(run, "lint_steps", lambda: [])
+    monkeypatch.setattr(run, "molecule_steps", lambda names: [])
+    monkeypatch.setattr(run, "integration_steps", lambda: [
+        ("integration: waits", [sys.executable, "-c", waits])])
+    monkeypatch.setattr(run, "unit_steps", lambda: [
+        ("unit: marks", [sys.executable, "-c",
+                         f"import pathlib, time; time.sleep(0.5); pathlib.Path({str(mark)!r})"
+                         ".touch(); print('marked'); print('ERROR: unit fails'); exit(1)"])])
+    assert run.main(["all"]) == 1
+    out = capsys.readouterr().out
+    # Each step's output comes in one piece under its header.
+    waiting = out.split("===== integration: waits:", 1)[1].split("=====", 1)[0]
+    assert "waiting" in waiting and "marked" not in waiting
+    assert "(2 lanes at once" in out
+    end = out.split("===== timing breakdown", 1)[1]
+    assert "FAIL unit: marks" in end and "ok   integration: waits" in end
+    assert "ERROR: unit fails" in end
+    assert end.rstrip().endswith("suite: 1 passed, 1 failed")
+
+
+def test_one_lane_when_asked(monkeypatch) -> None:
+    monkeypatch.setenv("SPOTBOX_TEST_LANES", "1")
+    monkeypatch.setattr(run, "integration_steps", lambda: [("integration: x", ["true"])])
+    assert [len(lane) for lane in run.lanes("all", ["all"])] == [
+        len(run.lint_steps() + run.unit_steps() + run.molecule_steps([])) + 1]
+    monkeypatch.delenv("SPOTBOX_TEST_LANES")
+    assert len(run.lanes("all", ["all"])) == 2
+    assert run.lanes("nonsense", []) is None
