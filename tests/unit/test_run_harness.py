@@ -184,7 +184,7 @@ def test_one_lane_when_asked(monkeypatch) -> None:
     monkeypatch.setenv("SPOTBOX_TEST_LANES", "1")
     monkeypatch.setattr(run, "integration_steps", lambda: [("integration: x", ["true"])])
     assert [len(lane) for lane in run.lanes("all", ["all"])] == [
-        len(run.lint_steps() + run.unit_steps() + run.molecule_steps([])) + 1]
+        len(run.unit_steps() + run.molecule_steps([]) + run.lint_steps()) + 1]
     monkeypatch.delenv("SPOTBOX_TEST_LANES")
     assert len(run.lanes("all", ["all"])) == 2
     assert run.lanes("nonsense", []) is None
