@@ -166,6 +166,32 @@ def test_second_provision_changes_nothing(demo) -> None:
     print(f"idempotent provision re-run: {seconds:.1f}s")
 
 
+def rerun_role(demo, tag: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", "inventory",
+         "-i", str(demo["state"] / "inventory"), "playbooks/provision.yml", "--tags", tag],
+        cwd=ROOT, env=ansible_env(demo["env"]), capture_output=True, text=True, check=False)
+
+
+def test_a_setting_in_group_vars_and_one_roles_rerun_change_the_box(demo) -> None:
+    """The newcomer's path (README -> make demo -> roles/cuda/README.md): a variable set
+    in the inventory's group_vars, then only that role re-run, by its tag."""
+    settings = demo["state"] / "inventory" / "group_vars" / "all.yml"
+    before = settings.read_text()
+    try:
+        settings.write_text(before + 'cuda_version: "12.4"\n')
+        run = rerun_role(demo, "role::cuda")
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert "CUDA 12.4.131 (/usr/local/cuda-12.4) is the default" in text(run.stdout)
+        link = box_ssh(demo, "readlink -f /usr/local/cuda")
+        assert link.stdout.strip() == "/usr/local/cuda-12.4", link.stderr
+    finally:
+        settings.write_text(before)
+    back = rerun_role(demo, "role::cuda")
+    assert back.returncode == 0, back.stdout[-3000:]
+    assert box_ssh(demo, "readlink -f /usr/local/cuda").stdout.strip() == "/usr/local/cuda-13.5"
+
+
 # --- AWS takes the box back (issue 14): notice, hooks, relaunch, the work is back ----------
 
 NOTEBOOK = {"type": "notebook", "content": {
