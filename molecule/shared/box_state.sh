@@ -45,6 +45,7 @@ for name in /dev/xvd? /dev/nvme?n?; do
   head=$(head -c 1048576 "$dev" | sha256sum | cut -d' ' -f1)
   tail=$(tail -c 1048576 "$dev" | sha256sum | cut -d' ' -f1)
   parts=$(ls "/sys/class/block/${dev##*/}" | grep "^${dev##*/}p\?[0-9]" | tr '\n' ',' || true)
-  found=$(blkid -p -o export "$dev" 2>/dev/null | tr '\n' ' ' || true)
+  # No trailing space: the state read back with the file lookup loses it (rstrip).
+  found=$(blkid -p -o export "$dev" 2>/dev/null | tr '\n' ' ' | sed 's/ *$//' || true)
   echo "disk $name $dev size=$size head=$head tail=$tail partitions=$parts blkid=$found"
 done
