@@ -11,6 +11,7 @@ safety rules: wildcard names, key files, other people's boxes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -70,9 +71,11 @@ def without(*actions: str) -> dict:
     return policy
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory):
-    state = tmp_path_factory.mktemp("launch-cloud")
+@contextlib.contextmanager
+def user_cloud(tmp_path_factory, label: str):
+    """A local cloud of its own (ended afterwards) and an account whose spot quota was
+    raised, used as the IAM user spotbox-tests holding exactly docs/iam-policy.json."""
+    state = tmp_path_factory.mktemp(label)
     env = {**os.environ, "SPOTBOX_LOCALCLOUD_STATE": str(state),
            "AWS_EC2_METADATA_DISABLED": "true", "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_NOCOLOR": "1"}
@@ -93,6 +96,12 @@ def cloud(tmp_path_factory):
     finally:
         subprocess.run([sys.executable, "-m", "localcloud", "cleanup"], cwd=ROOT, env=env,
                        capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    with user_cloud(tmp_path_factory, "launch-cloud") as made:
+        yield made
 
 
 def inventory_file(cloud: dict, name: str) -> Path:

@@ -16,18 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ansible_env, needs_local_cloud
-from test_launch import (
-    G_QUOTA,
-    POLICY,
-    REGION,
-    client,
-    iam_user,
-    localcloud,
-    playbook,
-    recap,
-    text,
-)
+from conftest import ROOT, needs_local_cloud
+from test_launch import REGION, client, playbook, recap, text, user_cloud
 
 from localcloud.awslayer import switches
 
@@ -43,26 +33,8 @@ TOTAL = re.compile(r"total: ([\d.]+) USD/hour now; ([\d.]+) USD/month if left as
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory):
-    state = tmp_path_factory.mktemp("status-cloud")
-    env = {**os.environ, "SPOTBOX_LOCALCLOUD_STATE": str(state),
-           "AWS_EC2_METADATA_DISABLED": "true", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_NOCOLOR": "1"}
-    try:
-        localcloud(env, "moto-start")
-        admin = ansible_env(env)
-        home = state / "home"
-        (home / ".ssh").mkdir(parents=True, mode=0o700)
-        admin["HOME"] = str(home)
-        (state / "inventory").mkdir()
-        (state / "inventory" / "localhost.yml").write_text(
-            (ROOT / "inventory" / "localhost.yml").read_text())
-        cloud = {"admin_env": admin, "state": state, "home": home}
-        cloud["env"] = iam_user(cloud, "spotbox-tests", POLICY)
-        localcloud(admin, "quota", "set", G_QUOTA, "64")
-        yield cloud
-    finally:
-        subprocess.run([sys.executable, "-m", "localcloud", "cleanup"], cwd=ROOT, env=env,
-                       capture_output=True, check=False)
+    with user_cloud(tmp_path_factory, "status-cloud") as made:
+        yield made
 
 
 def status(cloud: dict, *args: str):
