@@ -134,6 +134,16 @@ def check_identity(volume_id: str, disk: str, by_id_target: str, serial: str | N
 
 # --- Where it is mounted ------------------------------------------------------------------
 
+def mounted_from(mount_point: str, device: str, stat=os.stat, ismount=os.path.ismount) -> bool:
+    """Whether mount_point is, now, a mount of the filesystem on device."""
+    if not (mount_point and device):
+        return False
+    try:
+        return ismount(mount_point) and stat(mount_point).st_dev == stat(device).st_rdev
+    except OSError:
+        return False
+
+
 def check_mount_point(mount_point: str, home: str, realpath=os.path.realpath) -> str:
     """The mount point to use, or DiskError naming the mount_point option.
 

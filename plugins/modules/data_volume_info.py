@@ -129,6 +129,10 @@ mount_point:
   description: The mount point, symlinks resolved (empty when none was given).
   returned: success
   type: str
+mounted:
+  description: Whether the filesystem on target is mounted at mount_point now.
+  returned: success
+  type: bool
 """
 
 import pwd
@@ -138,6 +142,7 @@ from ansible.module_utils.spotbox_disk import (
     DiskError,
     check_mount_point,
     inspect,
+    mounted_from,
     volume_lock,
     wait_for_path,
 )
@@ -191,7 +196,8 @@ def main() -> None:
         module.fail_json(msg=f"{link} (the link to {target}) did not appear within {seconds} s "
                              "(O(uuid_link_timeout)): is udev running?",
                          disk=result["disk"], target=target, uuid=uuid)
-    module.exit_json(changed=False, mount_point=mount_point, **result)
+    module.exit_json(changed=False, mount_point=mount_point,
+                     mounted=mounted_from(mount_point, target), **result)
 
 
 if __name__ == "__main__":

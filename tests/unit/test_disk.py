@@ -651,3 +651,26 @@ def test_real_concurrent_runs_format_once(loop, tmp_path) -> None:
     results = sorted(queue.get(timeout=5) for _ in children)
     assert [changed for changed, _ in results] == [False, True], results
     assert results[0][1] == results[1][1]
+
+
+def test_mounted_from_compares_the_mounts_device_with_the_target() -> None:
+    class Stat:
+        def __init__(self, dev: int = 0, rdev: int = 0) -> None:
+            self.st_dev, self.st_rdev = dev, rdev
+
+    stats = {"/home/u/Payload": Stat(dev=0x10301), "/dev/nvme1n1p1": Stat(rdev=0x10301),
+             "/dev/nvme2n1p1": Stat(rdev=0x10302)}
+
+    def stat(path: str) -> Stat:
+        if path not in stats:
+            raise FileNotFoundError(path)
+        return stats[path]
+
+    def mounted(point: str, device: str, ismount: bool = True) -> bool:
+        return disk.mounted_from(point, device, stat=stat, ismount=lambda _: ismount)
+
+    assert mounted("/home/u/Payload", "/dev/nvme1n1p1")
+    assert not mounted("/home/u/Payload", "/dev/nvme2n1p1"), "another filesystem is mounted"
+    assert not mounted("/home/u/Payload", "/dev/nvme1n1p1", ismount=False), "not a mount point"
+    assert not mounted("/home/u/Payload", "/dev/gone"), "a missing device"
+    assert not mounted("", "/dev/nvme1n1p1") and not mounted("/home/u/Payload", "")
