@@ -158,7 +158,10 @@ def test_an_idle_box_is_warned_then_stops_jupyter_unmounts_and_powers_off(tmp_pa
         notice = json.loads(box.notice().read_text())
         assert datetime.fromisoformat(notice["poweroff_at"].replace("Z", "+00:00")) > datetime.now(
             UTC)
-        assert "powers off at" in (tmp_path / "wall").read_text()
+        # The notice is written before wall runs: wait for wall too (a loaded machine).
+        wall = tmp_path / "wall"
+        assert wait_for(lambda: wall.exists() and "powers off at" in wall.read_text()), (
+            box.stop())
         assert box.called() == ["wall "], "nothing is stopped at the warning"
         assert wait_for(lambda: "systemctl poweroff" in box.called()), box.stop()
     finally:
