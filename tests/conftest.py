@@ -40,6 +40,15 @@ def ansible_env(env: dict) -> dict:
     return result
 
 
+def box_ssh_argv(known_hosts: str, key: str, target: str, *command: str,
+                 tty: bool = False) -> list[str]:
+    """ssh to a local-cloud instance as its user would: by its address, through
+    `localcloud ssh-proxy`, with its key and the known_hosts launch wrote."""
+    return ["ssh", "-o", f"ProxyCommand={sys.executable} -m localcloud ssh-proxy %h %p",
+            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "ConnectTimeout=5", *(["-tt"] if tty else []), "-i", key, target, *command]
+
+
 def leftovers(marker: str) -> list[str]:
     """Processes, loop devices and mounts whose names contain marker."""
     found = []

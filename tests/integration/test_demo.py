@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ansible_env, needs_local_cloud
+from conftest import ROOT, ansible_env, box_ssh_argv, needs_local_cloud
 
 pytestmark = needs_local_cloud
 
@@ -219,9 +219,7 @@ def box_ssh(demo, command: str, stdin: str | None = None) -> subprocess.Complete
     """A command on the demo box, reached as the printed tunnel reaches it."""
     argv, _, _ = tunnel_and_url(demo)
     return subprocess.run(
-        ["ssh", "-o", f"ProxyCommand={sys.executable} -m localcloud ssh-proxy %h %p",
-         "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={demo['state']}/known_hosts",
-         "-o", "ConnectTimeout=5", "-i", argv[2], argv[-1], command],
+        box_ssh_argv(f"{demo['state']}/known_hosts", argv[2], argv[-1], command),
         cwd=ROOT, env={**demo["env"], "PYTHONPATH": str(ROOT)}, input=stdin,
         capture_output=True, text=True, check=False, timeout=30)
 

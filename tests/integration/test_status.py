@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, needs_local_cloud
+from conftest import ROOT, box_ssh_argv, needs_local_cloud
 from test_launch import REGION, client, playbook, recap, text, user_cloud
 
 from localcloud.awslayer import switches
@@ -258,11 +258,9 @@ IDLE = ("--tags", "role::spot_idle", "-l", "spotbox-alpha", "-e", "spot_idle_min
 
 def alpha_ssh(cloud: dict, address: str, *command: str, tty: bool = False) -> list[str]:
     """ssh to alpha as the user would: its key, the known_hosts launch wrote."""
-    return ["ssh", "-o", f"ProxyCommand={sys.executable} -m localcloud ssh-proxy %h %p",
-            "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={cloud['state']}/known_hosts",
-            "-o", "ConnectTimeout=5", *(["-tt"] if tty else []),
-            "-i", str(cloud["home"] / ".ssh" / f"spotbox-{REGION}-alpha.pem"),
-            f"ubuntu@{address}", *command]
+    return box_ssh_argv(f"{cloud['state']}/known_hosts",
+                        str(cloud["home"] / ".ssh" / f"spotbox-{REGION}-alpha.pem"),
+                        f"ubuntu@{address}", *command, tty=tty)
 
 
 def on_alpha(cloud: dict, address: str, command: str) -> subprocess.CompletedProcess:
