@@ -194,8 +194,10 @@ def cmd_interrupt(args, registry):
     if box and registry.get(imds.KIND, box["name"]):  # its metadata stand-in shows the notice
         imds.publish_notice(imds.state_file(registry, box["name"]), args.action,
                             args.notice_seconds)
-    print(f"localcloud: {args.action} notice for {args.name} ({instance['InstanceId']}); "
-          f"{args.action} in {args.notice_seconds:g} s", flush=True)
+    # The notice's own time is whole seconds; the exact moment lets a test time the watcher.
+    print(f"localcloud: {args.action} notice for {args.name} ({instance['InstanceId']}) "
+          f"published at {time.time():.3f}; {args.action} in {args.notice_seconds:g} s",
+          flush=True)
     time.sleep(args.notice_seconds)
     answer = awslayer.interrupt(registry.get("moto", moto.NAME), instance["InstanceId"],
                                 args.action)
