@@ -434,12 +434,18 @@ def survey(disk: str, run, sys_block: str = "/sys/class/block") -> tuple[dict, l
 
 
 def inspect(volume_id: str, device_name: str, device: str, layout: str, fstype: str, run,
-            sys_block: str = "/sys/class/block") -> dict:
+            sys_block: str = "/sys/class/block", wait: float = 0) -> dict:
     """Find the data volume, check it is the volume, probe it and decide: the modules' result
     (disk, target, state, uuid, grow_partition, partitions, note, identity, warnings).
+    wait: seconds to wait for the device to appear (an attachment made a moment ago).
     Raises DiskError with a message that starts with the device and the variable naming it."""
     sources = sourced_candidates(volume_id, device_name, device)
-    chosen = next(((path, var) for path, var in sources if os.path.exists(path)), None)
+    deadline = time.monotonic() + wait
+    while True:
+        chosen = next(((path, var) for path, var in sources if os.path.exists(path)), None)
+        if chosen is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     if chosen is None:
         resolve([path for path, _ in sources])  # raises: not found
     path, variable = chosen

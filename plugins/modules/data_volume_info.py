@@ -65,6 +65,13 @@ options:
     description: Seconds to wait for a format in progress.
     type: int
     default: 300
+  device_timeout:
+    description:
+      - Seconds to wait for the volume's device to appear. EC2 attaches a volume
+        asynchronously (the attachment is C(attaching) first), so a volume attached a moment
+        ago may not be on the instance yet. 0 looks once.
+    type: int
+    default: 0
   uuid_link_timeout:
     description:
       - Seconds to wait, when the target holds a filesystem, for its C(/dev/disk/by-uuid)
@@ -168,6 +175,7 @@ def main() -> None:
             "user": {"type": "str", "default": ""},
             "lock_path": {"type": "path", "default": "/run/lock/spotbox-data-volume.lock"},
             "lock_timeout": {"type": "int", "default": 300},
+            "device_timeout": {"type": "int", "default": 0},
             "uuid_link_timeout": {"type": "int", "default": 0},
             **NAMES_SPEC,
         },
@@ -185,7 +193,8 @@ def main() -> None:
             mount_point = check_mount_point(params["mount_point"], home)
         with volume_lock(params["lock_path"], params["lock_timeout"], shared=True):
             result = inspect(params["volume_id"], params["device_name"], params["device"],
-                             params["layout"], params["fstype"], runner(module))
+                             params["layout"], params["fstype"], runner(module),
+                             wait=params["device_timeout"])
     except DiskError as exc:
         module.fail_json(msg=str(exc))
     for warning in result.pop("warnings"):

@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -674,3 +675,18 @@ def test_mounted_from_compares_the_mounts_device_with_the_target() -> None:
     assert not mounted("/home/u/Payload", "/dev/nvme1n1p1", ismount=False), "not a mount point"
     assert not mounted("/home/u/Payload", "/dev/gone"), "a missing device"
     assert not mounted("", "/dev/nvme1n1p1") and not mounted("/home/u/Payload", "")
+
+
+@needs_loops
+def test_real_a_volume_attached_a_moment_ago_is_waited_for(loop, tmp_path) -> None:
+    # EC2 attaches asynchronously: the device shows up on the instance a little later.
+    device, link = loop(), tmp_path / "sdf"
+    with pytest.raises(disk.DiskError, match="the data volume was not found"):
+        disk.inspect("", str(link), "", "gpt", "ext4", run)
+    appears = threading.Timer(0.5, link.symlink_to, [device])
+    appears.start()
+    try:
+        found = disk.inspect("", str(link), "", "gpt", "ext4", run, wait=10)
+    finally:
+        appears.join()
+    assert found["disk"] == device
