@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -114,3 +115,14 @@ def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> None:
                     f"nothing listens on {host}:{port} after {timeout:.0f}s"
                 ) from None
             time.sleep(0.1)
+
+
+def read_exports(text: str) -> dict[str, str]:
+    """The variables of `export KEY=VALUE` lines (what `localcloud ansible-env` and
+    `localcloud iam-user` print for eval), values unquoted as the shell would."""
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        if key:
+            found[key] = shlex.split(value)[0]
+    return found

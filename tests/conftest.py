@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from localcloud.procs import read_exports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,11 +34,7 @@ def ansible_env(env: dict) -> dict:
     """env plus the exports of `python -m localcloud ansible-env` for its state dir."""
     exports = subprocess.run([sys.executable, "-m", "localcloud", "ansible-env"], cwd=ROOT,
                              env=env, capture_output=True, text=True, check=True).stdout
-    result = dict(env)
-    for line in exports.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        result[key] = shlex.split(value)[0]
-    return result
+    return {**env, **read_exports(exports)}
 
 
 def box_ssh_argv(known_hosts: str, key: str, target: str, *command: str,

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import yaml
 from ansible.errors import AnsibleFilterError
 
 
@@ -154,6 +155,20 @@ def ssh_config_entry(box: Mapping, name: str, local_port: int, remote_port: int)
     return "\n".join(lines) + "\n"
 
 
+def ssh_config_other_entries(text: str, names: list) -> str:
+    """The `Host` entries of an ssh config file written by spotbox, less those of names
+    (their new entries replace them): a run for some boxes keeps the others' routes."""
+    kept, keep = [], False
+    for line in str(text or "").splitlines():
+        if line.startswith("Host "):
+            keep = line.split(None, 1)[1].strip() not in set(map(str, names))
+        elif not line.startswith("  "):  # the header comment, a blank line
+            keep = False
+        if keep:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept else "")
+
+
 def interruption_line(value) -> str:
     """One line about the previous instance's interruption (the box's fact
     spotbox_last_interruption: a message, or a mapping with one or with details)."""
@@ -171,6 +186,17 @@ def access_summary(box: Mapping, name: str, choice: Mapping, remote_port: int, t
     """The lines that say how to reach a box's Jupyter: why this local port, the tunnel
     command, the URL with the token (the only place it is printed), the ssh config
     entry's way, and the previous instance's interruption when the box knows one."""
+    tunnel, url = _tunnel_and_url(box, name, choice, remote_port, token)
+    lines = [str(choice["reason"]), f"tunnel  {tunnel}", f"url     {url}",
+             f"or      ssh -N {name}   (with 'Include {ssh_config_file}' in ~/.ssh/config"
+             f"{'; check mode writes no file' if check_mode else ''})"]
+    if box.get("spotbox_last_interruption"):
+        lines.append(f"last time  {interruption_line(box['spotbox_last_interruption'])}")
+    return lines
+
+
+def _tunnel_and_url(box: Mapping, name: str, choice: Mapping, remote_port: int,
+                    token: str) -> tuple[str, str]:
     target = ssh_target(box, name)
     port = int(box.get("ansible_port") or 22)
     local = int(choice["port"])
@@ -178,15 +204,100 @@ def access_summary(box: Mapping, name: str, choice: Mapping, remote_port: int, t
               *(["-p", str(port)] if port != 22 else []),
               "-N", "-L", f"{local}:127.0.0.1:{int(remote_port)}",
               f"{target['user']}@{target['host']}"]
-    lines = [str(choice["reason"]),
-             f"tunnel  {' '.join(tunnel)}",
-             f"url     http://127.0.0.1:{local}/lab?token="
-             f"{token or '(check mode: the first real run makes the token)'}",
-             f"or      ssh -N {name}   (with 'Include {ssh_config_file}' in ~/.ssh/config"
-             f"{'; check mode writes no file' if check_mode else ''})"]
-    if box.get("spotbox_last_interruption"):
-        lines.append(f"last time  {interruption_line(box['spotbox_last_interruption'])}")
-    return lines
+    return (" ".join(tunnel), f"http://127.0.0.1:{local}/lab?token="
+            f"{token or '(check mode: the first real run makes the token)'}")
+
+
+def access_table(hostvars: Mapping, ports: Mapping, ssh_config_file: str) -> str:
+    """One table for several boxes: each box's name, address, local port and tunnel
+    command, the URL (with the token) below its tunnel, and the previous instance's
+    interruption when the box knows one; then the ssh config entries' way."""
+    lines = [f"{'box':<24} {'address':<16} {'port':<6} tunnel, and below it the URL"]
+    for name, choice in ports.items():
+        box = hostvars[name]
+        jupyter = box["access_jupyter"]
+        tunnel, url = _tunnel_and_url(box, name, choice, jupyter["port"], jupyter["token"])
+        lines += [f"{name:<24} {ssh_target(box, name)['host']:<16} {int(choice['port']):<6} "
+                  f"{tunnel}", f"{'':<48} {url}"]
+        if box.get("spotbox_last_interruption"):
+            lines.append(f"{'':<48} last time: "
+                         f"{interruption_line(box['spotbox_last_interruption'])}")
+    lines.append(f"or ssh -N NAME, with 'Include {ssh_config_file}' in ~/.ssh/config")
+    return "\n".join(lines)
+
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+# A box's own settings may be any spot_instance setting but these: the name is the
+# box's, and the lists of boxes belong to the whole launch.
+NOT_PER_BOX = frozenset({"spot_instance_name", "spot_instance_boxes", "spot_instance_names"})
+
+
+def _spot_instance_meta() -> tuple[list[str], str, str]:
+    """The spot_instance role's per-box settings and its rule for a box name (pattern and
+    wording), read from its meta files: one source of truth."""
+    meta = ROLES / "spot_instance" / "meta"
+    spec = yaml.safe_load((meta / "argument_specs.yml").read_text(encoding="utf-8"))
+    rules = yaml.safe_load((meta / "argument_rules.yml").read_text(encoding="utf-8"))
+    [name_rule] = rules["spot_instance_name"]["rules"]
+    options = sorted(set(spec["argument_specs"]["main"]["options"]) - NOT_PER_BOX)
+    return options, name_rule["pattern"], name_rule["must"]
+
+
+def boxes(listed, names=(), name: str = "course", only: str = "") -> list[dict]:
+    """The boxes one run launches (or terminates): [{"name", "settings"}], in the order given.
+
+    listed: spot_instance_boxes, each a mapping with `name` and any spot_instance setting
+    for that box alone (`types` is short for spot_instance_types); names:
+    spot_instance_names, identical boxes; neither: the one box `name`. only
+    (spotbox_box): just that one of them. Bad input fails here, before any AWS call,
+    naming the setting and the box.
+    """
+    options, pattern, must = _spot_instance_meta()
+    listed, names = list(listed or []), list(names or [])
+    if listed and names:
+        raise AnsibleFilterError(
+            "spot_instance_boxes and spot_instance_names are both set: give the boxes one way "
+            "(spot_instance_names for identical boxes, spot_instance_boxes for boxes of their own)")
+    chosen, where = [], {}
+    for index, entry in enumerate(listed):
+        place = f"spot_instance_boxes[{index}]"
+        if not isinstance(entry, Mapping) or not entry.get("name"):
+            raise AnsibleFilterError(
+                f"{place} must be a mapping with a name, like {{name: alice, types: [g5.xlarge]}}, "
+                f"not {entry!r}")
+        settings = {}
+        for key, value in entry.items():
+            if key == "name":
+                continue
+            option = key if str(key).startswith("spot_instance_") else f"spot_instance_{key}"
+            if option not in options:
+                raise AnsibleFilterError(
+                    f"{place} ({entry['name']}): {key!r} is not a setting a box may have; per box: "
+                    f"name and any of {', '.join(options)}")
+            settings[option] = value
+        chosen.append({"name": str(entry["name"]), "settings": settings})
+        where[len(chosen) - 1] = place
+    for index, item in enumerate(names):
+        chosen.append({"name": str(item), "settings": {}})
+        where[len(chosen) - 1] = f"spot_instance_names[{index}]"
+    if not chosen:
+        chosen, where = [{"name": str(name), "settings": {}}], {0: "spot_instance_name"}
+    seen = set()
+    for index, box in enumerate(chosen):
+        if not re.fullmatch(pattern, box["name"]):
+            raise AnsibleFilterError(f"{where[index]} must be {must}, not {box['name']!r}")
+        if box["name"] in seen:
+            raise AnsibleFilterError(
+                f"{where[index]}: the box {box['name']!r} is named twice; each box needs a name of "
+                "its own")
+        seen.add(box["name"])
+    if only:
+        chosen = [box for box in chosen if box["name"] == str(only)]
+        if not chosen:
+            raise AnsibleFilterError(
+                f"spotbox_box {only!r} is not one of this run's boxes ({', '.join(sorted(seen))}); "
+                "name one of them, or leave spotbox_box out for all")
+    return chosen
 
 
 class FilterModule:
@@ -200,6 +311,9 @@ class FilterModule:
             "spotbox_conda_missing_packages": conda_missing_packages,
             "spotbox_ssh_target": ssh_target,
             "spotbox_ssh_config_entry": ssh_config_entry,
+            "spotbox_ssh_config_other_entries": ssh_config_other_entries,
             "spotbox_access_summary": access_summary,
+            "spotbox_access_table": access_table,
             "spotbox_interruption_line": interruption_line,
+            "spotbox_boxes": boxes,
         }

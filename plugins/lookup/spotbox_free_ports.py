@@ -11,9 +11,9 @@ DOCUMENTATION = r"""
 name: spotbox_free_ports
 short_description: A free local port on the controller for each box's SSH tunnel
 description:
-  - Box N of the terms asks for O(start) + N (so that the same boxes keep the same ports
-    across runs) and gets it if nothing listens there on 127.0.0.1 of this controller,
-    else the next free one; no two boxes get the same port.
+  - Box N of O(order), else of the terms, asks for O(start) + N (so that the same boxes keep
+    the same ports across runs) and gets it if nothing listens there on 127.0.0.1 of this
+    controller, else the next free one; no two boxes get the same port.
   - A lookup, not a filter, because it probes the controller (binds sockets).
   - "Returns one mapping per call, C({name: {port, reason}}); the reason says why a box did
     not get the port it asked for, for the access summary."
@@ -27,6 +27,14 @@ options:
     description: The port the first box asks for.
     type: int
     default: 8888
+  order:
+    description:
+      - All the boxes there are, in a stable order; box N of it asks for O(start) + N, so that
+        a run for some boxes gives each the port it gets in a run for all. Boxes it does not
+        list come after it, in the order of the terms.
+    type: list
+    elements: str
+    default: []
   setting:
     description: The setting to name when no port is free (the role's variable).
     type: str
@@ -74,15 +82,21 @@ def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int =
                              f"set {setting} to another start")
 
 
-def free_local_ports(names: list[str], start: int = 8888, setting: str = "start") -> dict:
+def free_local_ports(names: list[str], start: int = 8888, setting: str = "start",
+                     order: list[str] | None = None) -> dict:
     """A free local port for each box's tunnel, all different: {name: {"port", "reason"}}.
 
-    Box N asks for start + N, so that the same boxes keep the same ports.
+    Box N asks for start + N, so that the same boxes keep the same ports; N is the box's
+    place in order (all the boxes there are, so that a run for some of them gives each
+    the port it has in a run for all), then in names for boxes order does not list.
     """
+    order = [str(name) for name in order or []]
+    others = [str(name) for name in names if str(name) not in order]
     chosen: dict[str, dict] = {}
-    for index, name in enumerate(names):
+    for name in map(str, names):
+        place = order.index(name) if name in order else len(order) + others.index(name)
         taken = frozenset(choice["port"] for choice in chosen.values())
-        chosen[str(name)] = free_local_port(int(start) + index, exclude=taken, setting=setting)
+        chosen[name] = free_local_port(int(start) + place, exclude=taken, setting=setting)
     return chosen
 
 
@@ -94,4 +108,5 @@ class LookupModule(LookupBase):
         names = []
         for term in terms:  # query('x', list) passes the list as one term
             names.extend(term if isinstance(term, list) else [term])
-        return [free_local_ports(names, self.get_option("start"), self.get_option("setting"))]
+        return [free_local_ports(names, self.get_option("start"), self.get_option("setting"),
+                                 self.get_option("order"))]

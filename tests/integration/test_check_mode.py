@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 import yaml
 from conftest import ROOT, ansible_env, needs_local_cloud
 
-from localcloud.procs import free_port
+from localcloud.procs import free_port, read_exports
 
 pytestmark = needs_local_cloud
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
@@ -177,12 +176,9 @@ def empty_account(tmp_path_factory):
         (state / "inventory").mkdir()
         (state / "inventory" / "localhost.yml").write_text(
             (ROOT / "inventory" / "localhost.yml").read_text())
-        user = {}  # run as an IAM user holding exactly docs/iam-policy.json, as on AWS
-        for line in localcloud(admin, "iam-user", "spotbox-check", "--policy",
-                               str(ROOT / "docs" / "iam-policy.json")).splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            if key:
-                user[key] = shlex.split(value)[0]
+        # Run as an IAM user holding exactly docs/iam-policy.json, as on AWS.
+        user = read_exports(localcloud(admin, "iam-user", "spotbox-check", "--policy",
+                                       str(ROOT / "docs" / "iam-policy.json")))
         yield {"env": {**admin, **user, "HOME": str(home)}, "admin": admin, "state": state,
                "home": home}
     finally:
@@ -225,11 +221,13 @@ def test_launch_check_against_an_empty_account_creates_nothing(empty_account) ->
         "-e", f"spot_instance_known_hosts_file={cloud['state'] / 'known_hosts'}",
         "-e", "conda_backend=uv")
     print(f"launch.yml --check against an empty account: {time.monotonic() - started:.0f}s")
-    done = results(output, "localhost")
+    done = results(output, "aws-checkmode")  # the box's controller-side host
     failed = {name: result.get("msg") for name, result in done.items() if result.get("failed")}
     assert run.returncode == 0, (failed, run.stderr[-3000:])
-    assert output["stats"]["localhost"]["changed"] > 0, "check mode reported nothing it would do"
-    summary = " ".join(done["Print the instance, its price and how to log in"]["msg"])
+    assert output["stats"]["aws-checkmode"]["changed"] > 0, "check mode said nothing it would do"
+    [printed] = results(output, "localhost")["Print each instance, its price and how to log in"][
+        "results"]
+    summary = " ".join(printed["msg"])
     assert "would launch g4dn.xlarge" in summary, summary
     assert account(cloud) == before
     # Nor on the controller: no key file, inventory or known_hosts entry.

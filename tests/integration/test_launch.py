@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import shlex
 import stat
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 import boto3
 import pytest
 from conftest import ROOT, ansible_env, needs_local_cloud
+
+from localcloud.procs import read_exports
 
 pytestmark = needs_local_cloud
 BOX = "itest"
@@ -40,20 +41,11 @@ def localcloud(env: dict, *args: str) -> str:
     return result.stdout
 
 
-def exports(text: str) -> dict:
-    found = {}
-    for line in text.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        if key:
-            found[key] = shlex.split(value)[0]
-    return found
-
-
 def iam_user(cloud: dict, name: str, policy: dict) -> dict:
     """The environment of an IAM user holding policy (made in the emulator)."""
     path = cloud["state"] / f"{name}-policy.json"
     path.write_text(json.dumps(policy))
-    return {**cloud["admin_env"], **exports(localcloud(cloud["admin_env"], "iam-user", name,
+    return {**cloud["admin_env"], **read_exports(localcloud(cloud["admin_env"], "iam-user", name,
                                                        "--policy", str(path)))}
 
 
@@ -374,10 +366,10 @@ def test_rerun_and_check_mode_change_nothing(cloud, first_launch) -> None:
     before = resources(cloud, BOX)
     again = playbook(cloud, *FIRST)
     assert again.returncode == 0, again.stdout[-3000:]
-    assert recap(again.stdout)["changed"] == 0, again.stdout[-3000:]
+    assert recap(again.stdout, f"aws-{BOX}")["changed"] == 0, again.stdout[-3000:]
     check = playbook(cloud, *FIRST, "--check")
     assert check.returncode == 0, check.stdout[-3000:]
-    assert recap(check.stdout)["changed"] == 0
+    assert recap(check.stdout, f"aws-{BOX}")["changed"] == 0
     after = resources(cloud, BOX)
     assert {k: len(v) for k, v in before.items()} == {k: len(v) for k, v in after.items()}
 
@@ -388,7 +380,7 @@ def test_an_existing_box_keeps_its_type_when_others_are_listed(cloud, first_laun
     [before] = ours(resources(cloud, BOX)["instances"])
     again = playbook(cloud, *FIRST, "-e", "spot_instance_types=g5.xlarge,g4dn.xlarge")
     assert again.returncode == 0, again.stdout[-3000:]
-    assert recap(again.stdout)["changed"] == 0
+    assert recap(again.stdout, f"aws-{BOX}")["changed"] == 0
     [after] = ours(resources(cloud, BOX)["instances"])
     assert (after["InstanceId"], after["InstanceType"], after["State"]["Name"]) == (
         before["InstanceId"], "g4dn.xlarge", "running")

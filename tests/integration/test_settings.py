@@ -148,6 +148,14 @@ CASES = {
     "access_jupyter_service": ("my-jupyter", "my-jupyter", WRONG, ANY_TEXT, "my jupyter"),
     # spot_instance
     "spot_instance_name": ("box-1", "box-1", WRONG, "a" * 32, "Bad_Name"),
+    "spot_instance_names": ("ana,ben", ["ana", "ben"], {"ana": 1},
+                            NA("any number of boxes: the spot quota is AWS's to say"),
+                            "ana,Ben"),
+    "spot_instance_boxes": ('[{"name": "ana"}, {"name": "big", "types": ["g5.xlarge"]}]',
+                            [{"name": "ana"}, {"name": "big", "types": ["g5.xlarge"]}],
+                            {"name": "ana"}, NA("each box's name and settings are checked by "
+                                      "launch's boxes step (tests/unit/test_boxes.py)"),
+                            '[{"name": "ana"'),
     "spot_instance_region": ("eu-west-1", "eu-west-1", WRONG,
                              NA("whether a region exists is AWS's to say (the role asks it)"),
                              "mars-1"),
@@ -363,7 +371,8 @@ def everything(cloud: dict) -> dict:
 
 
 def launch(cloud: dict, *args: str) -> tuple[int, list[dict], str]:
-    """launch.yml's exit code, its task results on localhost (JSON callback), its stderr."""
+    """launch.yml's exit code, its task results (JSON callback) on localhost and on the box's
+    controller-side host aws-settings, its stderr."""
     inventory = cloud["state"] / "inventory"
     argv = [ANSIBLE_PLAYBOOK, "-i", str(inventory), "launch.yml", "--tags", "launch",
             "-e", "spot_instance_name=settings", "-e", "spot_instance_ssh_cidr=127.0.0.1/32",
@@ -375,8 +384,8 @@ def launch(cloud: dict, *args: str) -> tuple[int, list[dict], str]:
         plays = json.loads(done.stdout)["plays"]
     except ValueError:
         pytest.fail(f"not JSON: {done.stdout[-2000:]} {done.stderr[-2000:]}")
-    results = [task["hosts"]["localhost"] for play in plays for task in play["tasks"]
-               if "localhost" in task["hosts"]]
+    results = [task["hosts"][host] for play in plays for task in play["tasks"]
+               for host in ("localhost", "aws-settings") if host in task["hosts"]]
     return done.returncode, results, done.stderr
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -85,10 +84,7 @@ def test_iam_user_prints_working_exports(cloud, tmp_path) -> None:
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "ec2:DescribeRegions", "Resource": "*"}]}))
-    exports = {}
-    for line in cli(env, "iam-user", "reader", "--policy", str(policy)).splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        exports[key] = shlex.split(value)[0]
+    exports = procs.read_exports(cli(env, "iam-user", "reader", "--policy", str(policy)))
     assert set(exports) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     ec2 = ec2_of(record, key=exports["AWS_ACCESS_KEY_ID"],
                  secret=exports["AWS_SECRET_ACCESS_KEY"])

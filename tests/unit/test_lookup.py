@@ -60,3 +60,15 @@ def test_the_lookup_gives_the_same_ports_to_the_same_boxes() -> None:
     assert len(first) == 1 and first == again
     assert set(first[0]) == {"a", "b"}
     assert first[0]["a"]["port"] >= start and first[0]["b"]["port"] > first[0]["a"]["port"]
+
+
+def test_a_box_gets_its_place_among_all_boxes_whatever_the_run_holds() -> None:
+    everyone = ["spotbox-ana", "spotbox-ben", "spotbox-eve"]
+    start = free_local_port(20000)["port"]  # a free stretch, so that each box gets what it asks
+    alone = free_local_ports(["spotbox-eve"], start, order=everyone)
+    together = free_local_ports(everyone, start, order=everyone)
+    assert alone["spotbox-eve"]["port"] == together["spotbox-eve"]["port"] == start + 2
+    assert [together[name]["port"] for name in everyone] == [start, start + 1, start + 2]
+    # A host the order does not know (an SSH host of your own) comes after the boxes.
+    mixed = free_local_ports(["gpu", "spotbox-ben"], start, order=everyone)
+    assert mixed["gpu"]["port"] == start + 3

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Benchmark: launch and provision of three boxes against one, in the same run.
+
+In one private local cloud, as an IAM user holding docs/iam-policy.json:
+`ansible-playbook launch.yml` for one box, then for three boxes given as
+spot_instance_names, each to its printed Jupyter URLs. Prints both times and their
+ratio (target: three boxes at most 1.8x the time of one on this 2-core machine,
+where the three boxes, the controller and the builds share the cores; on AWS each
+box has its own).
+
+The stand-in AMI and the root filesystem are built before the clock starts (on
+AWS the AMI exists). Run as root from the repository root:
+    .venv/bin/python bench/many.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from localcloud.procs import free_port, read_exports  # noqa: E402
+
+TARGET = 1.8
+LC = [str(ROOT / ".venv/bin/python"), "-m", "localcloud"]
+
+
+def run(argv: list[str], env: dict) -> str:
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False)
+    if result.returncode:
+        sys.exit(f"bench/many.py: {' '.join(argv)} failed ({result.returncode}):\n"
+                 f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def inventory(state: Path, label: str, names: list[str]) -> Path:
+    """An inventory folder for a class of boxes, with the local cloud's settings."""
+    folder = state / f"inventory-{label}"
+    (folder / "group_vars").mkdir(parents=True)
+    (folder / "host_vars").mkdir()
+    (folder / "localhost.yml").write_text((ROOT / "inventory/localhost.yml").read_text())
+    settings = {
+        "spot_instance_names": names, "spot_instance_ssh_cidr": "127.0.0.1/32",
+        "spot_instance_inventory_file":
+            f"{folder}/spotbox-{{{{ spot_instance_name }}}}.aws_ec2.yml",
+        "spot_instance_known_hosts_file": f"{state}/known_hosts",
+        "access_ssh_config_file": f"{state}/ssh_config-{label}",
+        "conda_backend": "uv", "conda_framework": "none"}
+    (folder / "group_vars" / "all.yml").write_text(yaml.safe_dump(settings))
+    for name in names:  # the boxes share this machine's network: a Jupyter port each
+        (folder / "host_vars" / f"spotbox-{name}.yml").write_text(
+            f"jupyter_port: {free_port()}\n")
+    return folder
+
+
+def timed_launch(folder: Path, env: dict, count: int) -> float:
+    started = time.monotonic()
+    out = run([str(ROOT / ".venv/bin/ansible-playbook"), "-i", str(folder), "launch.yml"], env)
+    seconds = time.monotonic() - started
+    urls = re.findall(r"http://127\.0\.0\.1:\d+/lab\?token=[0-9a-f]+", out)
+    if len(urls) != count:
+        sys.exit(f"bench/many.py: {len(urls)} Jupyter URLs printed, not {count}:\n{out[-3000:]}")
+    return seconds
+
+
+def main() -> int:
+    state = Path(tempfile.mkdtemp(prefix="spotbox-bench-many-"))
+    env = {**os.environ, "SPOTBOX_LOCALCLOUD_STATE": str(state), "HOME": str(state / "home"),
+           "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "PYTHONPATH": str(ROOT)}
+    (state / "home" / ".ssh").mkdir(parents=True, mode=0o700)
+    try:
+        run([*LC, "moto-start"], env)
+        run([*LC, "quota", "set", "L-3819A6DF", "16"], env)  # 4 boxes of 4 vCPUs
+        run([*LC, "image", "dlami"], env)  # the stand-in DLAMI, cached: not part of either
+        env.update(read_exports(run([*LC, "ansible-env"], env)))
+        env.update(read_exports(run([*LC, "iam-user", "spotbox-bench", "--policy",
+                                str(ROOT / "docs/iam-policy.json")], env)))
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
+        one = timed_launch(inventory(state, "one", ["solo"]), env, 1)
+        three = timed_launch(inventory(state, "three", ["ana", "ben", "cal"]), env, 3)
+    finally:
+        subprocess.run([*LC, "cleanup"], cwd=ROOT, env=env, capture_output=True, check=False)
+        subprocess.run(["rm", "-rf", str(state)], check=False)
+    ratio = three / one
+    print(f"one box: launch and provision to its URL       {one:6.1f} s")
+    print(f"three boxes in parallel, to their three URLs   {three:6.1f} s")
+    print(f"ratio three/one                                {ratio:6.2f}x  (target <= {TARGET}x: "
+          f"{'met' if ratio <= TARGET else 'NOT met'})")
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
