@@ -100,12 +100,15 @@ def inventory_file(cloud: dict, name: str) -> Path:
     return cloud["state"] / "inventory" / f"spotbox-{name}.aws_ec2.yml"
 
 
-def playbook(cloud: dict, *args: str, name: str = BOX, env: dict | None = None):
+def playbook(cloud: dict, *args: str, name: str | None = BOX, env: dict | None = None):
+    """ansible-playbook for the box name; None: the caller names the boxes (a list)."""
     inventory = cloud["state"] / "inventory"
+    named = () if name is None else (
+        "-e", f"spot_instance_name={name}",
+        "-e", f"spot_instance_inventory_file={inventory_file(cloud, name)}")
     # The caller's arguments come last: a later -e wins.
     argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
-            "-e", f"spot_instance_name={name}", "-e", "spot_instance_ssh_cidr=127.0.0.1/32",
-            "-e", f"spot_instance_inventory_file={inventory_file(cloud, name)}",
+            *named, "-e", "spot_instance_ssh_cidr=127.0.0.1/32",
             "-e", f"spot_instance_known_hosts_file={cloud['state']}/known_hosts",
             "-e", "spot_instance_ssh_timeout=60", *args]
     return subprocess.run(argv, cwd=ROOT, env=env or cloud["env"], capture_output=True,

@@ -8,6 +8,7 @@ lists each with its figures and flags what bills without a box.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, box_ssh_argv, needs_local_cloud
-from test_launch import REGION, client, playbook, recap, text, user_cloud
+from test_launch import REGION, client, inventory_file, playbook, recap, text, user_cloud
 
 from localcloud.awslayer import switches
 
@@ -89,13 +90,14 @@ def data_volume(cloud: dict, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def fleet(cloud):
-    """Three boxes: alpha and beta one-time, gamma persistent (stop)."""
-    extra = {"gamma": ("-e", "spot_instance_request_type=persistent",
-                       "-e", "spot_instance_interruption_behavior=stop")}
-    for name in ("alpha", "beta", "gamma"):  # the local cloud boots a box per instance
-        result = playbook(cloud, *LAUNCH, *extra.get(name, ()), name=name)
-        assert result.returncode == 0, result.stdout[-4000:]
-    return {name: instance_of(cloud, name) for name in ("alpha", "beta", "gamma")}
+    """Three boxes launched together (one list, in parallel): alpha and beta one-time,
+    gamma persistent (stop), its own settings in the list."""
+    names = ("alpha", "beta", "gamma")
+    boxes = [{"name": name, "inventory_file": str(inventory_file(cloud, name))} for name in names]
+    boxes[2].update(request_type="persistent", interruption_behavior="stop")
+    result = playbook(cloud, *LAUNCH, "-e", json.dumps({"spot_instance_boxes": boxes}), name=None)
+    assert result.returncode == 0, result.stdout[-4000:]
+    return {name: instance_of(cloud, name) for name in names}
 
 
 def test_status_lists_three_boxes_with_their_figures_in_under_10_s(cloud, fleet) -> None:
