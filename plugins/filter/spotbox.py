@@ -169,6 +169,12 @@ def ssh_config_other_entries(text: str, names: list) -> str:
     return "\n".join(kept) + ("\n" if kept else "")
 
 
+def ssh_config_other_ports(text: str, names: list) -> list[int]:
+    """The local ports of the tunnels in the entries ssh_config_other_entries keeps."""
+    return [int(match) for match in re.findall(r"^  LocalForward (\d+) ",
+                                               ssh_config_other_entries(text, names), re.M)]
+
+
 def interruption_line(value) -> str:
     """One line about the previous instance's interruption (the box's fact
     spotbox_last_interruption: a message, or a mapping with one or with details)."""
@@ -219,6 +225,8 @@ def access_table(hostvars: Mapping, ports: Mapping, ssh_config_file: str) -> str
         tunnel, url = _tunnel_and_url(box, name, choice, jupyter["port"], jupyter["token"])
         lines += [f"{name:<24} {ssh_target(box, name)['host']:<16} {int(choice['port']):<6} "
                   f"{tunnel}", f"{'':<48} {url}"]
+        if "taken" in str(choice.get("reason", "")):  # not the port it asked for: say why
+            lines.append(f"{'':<48} {choice['reason']}")
         if box.get("spotbox_last_interruption"):
             lines.append(f"{'':<48} last time: "
                          f"{interruption_line(box['spotbox_last_interruption'])}")
@@ -312,6 +320,7 @@ class FilterModule:
             "spotbox_ssh_target": ssh_target,
             "spotbox_ssh_config_entry": ssh_config_entry,
             "spotbox_ssh_config_other_entries": ssh_config_other_entries,
+            "spotbox_ssh_config_other_ports": ssh_config_other_ports,
             "spotbox_access_summary": access_summary,
             "spotbox_access_table": access_table,
             "spotbox_interruption_line": interruption_line,

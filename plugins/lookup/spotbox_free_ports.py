@@ -35,6 +35,11 @@ options:
     type: list
     elements: str
     default: []
+  taken:
+    description: Ports no box may get (the tunnels of boxes this run does not reach).
+    type: list
+    elements: int
+    default: []
   setting:
     description: The setting to name when no port is free (the role's variable).
     type: str
@@ -83,20 +88,22 @@ def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int =
 
 
 def free_local_ports(names: list[str], start: int = 8888, setting: str = "start",
-                     order: list[str] | None = None) -> dict:
+                     order: list[str] | None = None, taken: list[int] | None = None) -> dict:
     """A free local port for each box's tunnel, all different: {name: {"port", "reason"}}.
 
     Box N asks for start + N, so that the same boxes keep the same ports; N is the box's
     place in order (all the boxes there are, so that a run for some of them gives each
     the port it has in a run for all), then in names for boxes order does not list.
+    Ports in taken (other boxes' tunnels, kept from earlier runs) are not given.
     """
     order = [str(name) for name in order or []]
     others = [str(name) for name in names if str(name) not in order]
     chosen: dict[str, dict] = {}
     for name in map(str, names):
         place = order.index(name) if name in order else len(order) + others.index(name)
-        taken = frozenset(choice["port"] for choice in chosen.values())
-        chosen[name] = free_local_port(int(start) + place, exclude=taken, setting=setting)
+        given = frozenset(int(port) for port in taken or []) | {
+            choice["port"] for choice in chosen.values()}
+        chosen[name] = free_local_port(int(start) + place, exclude=given, setting=setting)
     return chosen
 
 
@@ -109,4 +116,4 @@ class LookupModule(LookupBase):
         for term in terms:  # query('x', list) passes the list as one term
             names.extend(term if isinstance(term, list) else [term])
         return [free_local_ports(names, self.get_option("start"), self.get_option("setting"),
-                                 self.get_option("order"))]
+                                 self.get_option("order"), self.get_option("taken"))]

@@ -93,6 +93,7 @@ msg:
 """
 
 import contextlib
+import functools
 
 with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing botocore
     import botocore
@@ -101,7 +102,11 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing bot
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 from ansible.module_utils.spotbox_aws import box_instances, error_code, error_message
 from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
-from ansible.module_utils.spotbox_spot import CAPACITY_ERRORS, launch_error_message
+from ansible.module_utils.spotbox_spot import (
+    CAPACITY_ERRORS,
+    launch_error_message,
+    retry_throttled,
+)
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
@@ -181,7 +186,8 @@ def launch(module, client) -> None:
         if not params["subnet_id"]:  # the template's subnet decides the zone otherwise
             request["Placement"] = {"AvailabilityZone": offer["zone"]}
         try:
-            answer = runner.run_instances(**request)
+            # Many boxes launched at once share RunInstances' small bucket.
+            answer = retry_throttled(functools.partial(runner.run_instances, **request))
         except botocore.exceptions.ClientError as exc:
             code = error_code(exc)
             if code in CAPACITY_ERRORS:

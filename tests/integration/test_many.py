@@ -176,15 +176,29 @@ def test_terminating_one_box_leaves_the_others_running(cloud, ben_ended) -> None
     assert kept["State"] == "available"
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (("-e", "spotbox_box=zed"),
+@pytest.mark.parametrize(("playbook", "extra", "message"), [
+    ("playbooks/terminate.yml", ("-e", "spotbox_box=zed"),
      "spotbox_box 'zed' is not one of this run's boxes (ana, ben, cal, dan)"),
-    (("-e", "spot_instance_name=ana"), "spot_instance_name=ana is given on the command line while "
-                                       "the boxes are listed"),
+    ("playbooks/terminate.yml", ("-e", "spot_instance_name=ana"),
+     "spot_instance_name=ana is given on the command line while the boxes are listed"),
+    ("launch.yml", ("-e", "spot_instance_name=ana"),
+     "spot_instance_name=ana is given on the command line while the boxes are listed"),
 ])
-def test_a_wrong_box_is_refused_before_anything_is_done(cloud, ben_ended, extra, message) -> None:
-    result = play(cloud, "playbooks/terminate.yml", *extra)
+def test_a_wrong_box_is_refused_before_anything_is_done(cloud, ben_ended, playbook, extra,
+                                                        message) -> None:
+    result = play(cloud, playbook, *extra)
     assert result.returncode != 0
     assert message in text(result), text(result)[-2000:]
+    assert "aws-" not in result.stdout.split("PLAY RECAP")[-1], "no box's play may have run"
+    assert instances(cloud, "ben") == []  # not launched again under another name
+    for name in ("ana", "cal"):
+        assert len(instances(cloud, name)) == 1
+
+
+def test_ending_the_whole_list_must_be_asked_for(cloud, ben_ended) -> None:
+    result = play(cloud, "playbooks/terminate.yml")
+    assert result.returncode != 0
+    assert ("terminate.yml would end 4 boxes (ana, ben, cal, dan). End one with -e "
+            "spotbox_box=NAME, or all of them with -e spotbox_terminate_all=true") in text(result)
     for name in ("ana", "cal"):
         assert len(instances(cloud, name)) == 1

@@ -90,3 +90,18 @@ def test_a_run_for_some_boxes_keeps_the_other_boxes_entries() -> None:
         "Host spotbox-ben\n  HostName 203.0.113.8\n  LocalForward 8889 127.0.0.1:8888\n")
     assert ssh_config_other_entries(CONFIG, ["spotbox-ana", "spotbox-ben"]) == ""
     assert ssh_config_other_entries("", ["spotbox-ana"]) == ""
+
+
+def test_the_kept_entries_ports_are_known() -> None:
+    from spotbox import ssh_config_other_ports
+
+    assert ssh_config_other_ports(CONFIG, ["spotbox-ana"]) == [8889]
+    assert ssh_config_other_ports(CONFIG, []) == [8888, 8889]
+
+
+def test_the_table_says_why_a_box_did_not_get_its_port() -> None:
+    ports = {"spotbox-ana": {"port": 8890, "reason": "8888 is taken on this machine (another "
+                             "box's tunnel has it), so the tunnel uses 8890"},
+             "spotbox-ben": {"port": 8889, "reason": "8889 is free on this machine"}}
+    table = access_table(HOSTS, ports, "/c")
+    assert "8888 is taken on this machine" in table and "8889 is free" not in table

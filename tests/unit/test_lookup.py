@@ -62,9 +62,17 @@ def test_the_lookup_gives_the_same_ports_to_the_same_boxes() -> None:
     assert first[0]["a"]["port"] >= start and first[0]["b"]["port"] > first[0]["a"]["port"]
 
 
+def free_stretch(length: int) -> int:
+    """The first of length ports in a row that nothing listens on now."""
+    for start in range(20000, 30000, length):
+        if all(free_local_port(port)["port"] == port for port in range(start, start + length)):
+            return start
+    raise AssertionError("no free stretch of ports")
+
+
 def test_a_box_gets_its_place_among_all_boxes_whatever_the_run_holds() -> None:
     everyone = ["spotbox-ana", "spotbox-ben", "spotbox-eve"]
-    start = free_local_port(20000)["port"]  # a free stretch, so that each box gets what it asks
+    start = free_stretch(4)  # so that each box gets the port it asks for
     alone = free_local_ports(["spotbox-eve"], start, order=everyone)
     together = free_local_ports(everyone, start, order=everyone)
     assert alone["spotbox-eve"]["port"] == together["spotbox-eve"]["port"] == start + 2
@@ -72,3 +80,11 @@ def test_a_box_gets_its_place_among_all_boxes_whatever_the_run_holds() -> None:
     # A host the order does not know (an SSH host of your own) comes after the boxes.
     mixed = free_local_ports(["gpu", "spotbox-ben"], start, order=everyone)
     assert mixed["gpu"]["port"] == start + 3
+
+
+def test_the_ports_of_kept_tunnels_are_not_given() -> None:
+    start = free_stretch(3)
+    chosen = free_local_ports(["spotbox-abe"], start, order=["spotbox-abe", "spotbox-ana"],
+                              taken=[start])
+    assert chosen["spotbox-abe"]["port"] == start + 1
+    assert "another box's tunnel has it" in chosen["spotbox-abe"]["reason"]

@@ -157,3 +157,30 @@ def test_table_lines(prices: dict) -> None:
     assert lines[0].split() == ["type", "zone", "spot", "$/h", "on-demand", "saving"]
     assert "(not eligible)" in lines[1]  # 2c is cheaper but not the volume's zone
     assert "us-east-2b" in lines[2] and "61%" in lines[2]
+
+
+def test_a_throttled_run_instances_is_retried_with_growing_waits() -> None:
+    from botocore.exceptions import ClientError
+
+    def throttled(code="RequestLimitExceeded"):
+        return ClientError({"Error": {"Code": code, "Message": "Request limit exceeded."}},
+                           "RunInstances")
+
+    answers, waits = [throttled(), throttled(), {"Instances": [{"InstanceId": "i-1"}]}], []
+
+    def call():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert spot.retry_throttled(call, sleep=waits.append) == {"Instances": [{"InstanceId": "i-1"}]}
+    assert len(waits) == 2 and 0.5 <= waits[0] <= 1 and 1 <= waits[1] <= 2
+    with pytest.raises(ClientError):  # another error: at once
+        spot.retry_throttled(lambda: (_ for _ in ()).throw(throttled("Unsupported")),
+                             sleep=waits.append)
+    assert len(waits) == 2
+    with pytest.raises(ClientError):  # throttled every time: the last error
+        spot.retry_throttled(lambda: (_ for _ in ()).throw(throttled()), tries=3,
+                             sleep=waits.append)
+    assert len(waits) == 4
