@@ -19,6 +19,16 @@ from localcloud import boxes, cleanup  # noqa: E402
 from localcloud.registry import Registry  # noqa: E402
 
 
+def run(argv: list[str], env: dict) -> str:
+    """argv's output; on failure the benchmark ends, with the command and its output's end."""
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                            check=False)
+    if result.returncode:
+        sys.exit(f"{Path(sys.argv[0]).name}: {' '.join(argv)} failed ({result.returncode}):\n"
+                 f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
 def ssh(record: dict, command: str) -> None:
     subprocess.run(boxes.ssh_argv(record, command), check=True, stdout=subprocess.DEVNULL)
 

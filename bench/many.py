@@ -25,23 +25,13 @@ import time
 from pathlib import Path
 
 import yaml
+from common import ROOT, run
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from localcloud.procs import free_port, read_exports  # noqa: E402
+from localcloud.procs import free_port, read_exports
 
 TARGET = 1.8
 PROFILE = "--profile" in sys.argv
 LC = [str(ROOT / ".venv/bin/python"), "-m", "localcloud"]
-
-
-def run(argv: list[str], env: dict) -> str:
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                            check=False)
-    if result.returncode:
-        sys.exit(f"bench/many.py: {' '.join(argv)} failed ({result.returncode}):\n"
-                 f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
-    return result.stdout
 
 
 def inventory(state: Path, label: str, names: list[str]) -> Path:

@@ -24,18 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, run
+
 TARGET = 0.35
 NOTICE_SECONDS = "10"
-
-
-def run(argv: list[str], env: dict) -> str:
-    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                            check=False)
-    if result.returncode:
-        sys.exit(f"bench/relaunch.py: {' '.join(argv)} failed ({result.returncode}):\n"
-                 f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
-    return result.stdout
 
 
 def timed_demo(env: dict) -> tuple[float, str]:

@@ -266,7 +266,7 @@ def boxes(listed, names=(), name: str = "course", only: str = "") -> list[dict]:
         raise AnsibleFilterError(
             "spot_instance_boxes and spot_instance_names are both set: give the boxes one way "
             "(spot_instance_names for identical boxes, spot_instance_boxes for boxes of their own)")
-    chosen, where = [], {}
+    chosen = []  # {"name", "settings", "place": the setting that gave it, for messages}
     for index, entry in enumerate(listed):
         place = f"spot_instance_boxes[{index}]"
         if not isinstance(entry, Mapping) or not entry.get("name"):
@@ -283,22 +283,21 @@ def boxes(listed, names=(), name: str = "course", only: str = "") -> list[dict]:
                     f"{place} ({entry['name']}): {key!r} is not a setting a box may have; per box: "
                     f"name and any of {', '.join(options)}")
             settings[option] = value
-        chosen.append({"name": str(entry["name"]), "settings": settings})
-        where[len(chosen) - 1] = place
-    for index, item in enumerate(names):
-        chosen.append({"name": str(item), "settings": {}})
-        where[len(chosen) - 1] = f"spot_instance_names[{index}]"
+        chosen.append({"name": str(entry["name"]), "settings": settings, "place": place})
+    chosen += [{"name": str(item), "settings": {}, "place": f"spot_instance_names[{index}]"}
+               for index, item in enumerate(names)]
     if not chosen:
-        chosen, where = [{"name": str(name), "settings": {}}], {0: "spot_instance_name"}
+        chosen = [{"name": str(name), "settings": {}, "place": "spot_instance_name"}]
     seen = set()
-    for index, box in enumerate(chosen):
+    for box in chosen:
         if not re.fullmatch(pattern, box["name"]):
-            raise AnsibleFilterError(f"{where[index]} must be {must}, not {box['name']!r}")
+            raise AnsibleFilterError(f"{box['place']} must be {must}, not {box['name']!r}")
         if box["name"] in seen:
             raise AnsibleFilterError(
-                f"{where[index]}: the box {box['name']!r} is named twice; each box needs a name of "
-                "its own")
+                f"{box['place']}: the box {box['name']!r} is named twice; each box needs a name "
+                "of its own")
         seen.add(box["name"])
+    chosen = [{"name": box["name"], "settings": box["settings"]} for box in chosen]
     if only:
         chosen = [box for box in chosen if box["name"] == str(only)]
         if not chosen:

@@ -195,15 +195,14 @@ THROTTLED = "RequestLimitExceeded"
 def retry_throttled(call, tries: int = 6, first_wait: float = 1.0, sleep=time.sleep):
     """call(), again after a growing, jittered wait while EC2 answers RequestLimitExceeded
     (botocore's ClientError); any other error, or the last try's, is raised."""
-    for attempt in range(tries):
+    for attempt in range(tries - 1):
         try:
             return call()
         except Exception as exc:  # botocore's ClientError: no botocore import here
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code != THROTTLED or attempt == tries - 1:
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") != THROTTLED:
                 raise
             sleep(first_wait * 2 ** attempt * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
-    raise AssertionError("unreachable")
+    return call()  # the last try: its error, whatever it is, is the caller's
 
 
 def launch_error_message(code: str, detail: str, offer: str) -> str:

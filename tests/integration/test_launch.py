@@ -151,6 +151,14 @@ def resources(cloud: dict, name: str) -> dict:
     }
 
 
+def data_volume(cloud: dict, name: str) -> dict:
+    """The data volume of the box name (its tags), as EC2 describes it."""
+    [volume] = client(cloud).describe_volumes(Filters=[
+        {"Name": "tag:spotbox:box", "Values": [name]},
+        {"Name": "tag:spotbox:role", "Values": ["data"]}])["Volumes"]
+    return volume
+
+
 def shutdown_behaviour(cloud: dict, instance: dict) -> str:
     """What EC2 does when the box powers itself off (the launch template's setting)."""
     return client(cloud).describe_instance_attribute(

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, needs_local_cloud
-from test_launch import REGION, client, localcloud, recap, text, user_cloud
+from test_launch import REGION, client, data_volume, localcloud, recap, text, user_cloud
 
 from localcloud.procs import free_port
 
@@ -43,13 +43,6 @@ def instances(cloud: dict, name: str, states=("pending", "running")) -> list[dic
         {"Name": "tag:spotbox:box", "Values": [name]},
         {"Name": "instance-state-name", "Values": list(states)}])["Reservations"]
         for i in r["Instances"]]
-
-
-def data_volume(cloud: dict, name: str) -> dict:
-    [volume] = client(cloud).describe_volumes(Filters=[
-        {"Name": "tag:spotbox:box", "Values": [name]},
-        {"Name": "tag:spotbox:role", "Values": ["data"]}])["Volumes"]
-    return volume
 
 
 @pytest.fixture(scope="module")

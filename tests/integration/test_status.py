@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, box_ssh_argv, needs_local_cloud
-from test_launch import REGION, client, inventory_file, playbook, recap, text, user_cloud
+from test_launch import (
+    REGION,
+    client,
+    data_volume,
+    inventory_file,
+    playbook,
+    recap,
+    text,
+    user_cloud,
+)
 
 from localcloud.awslayer import switches
 
@@ -79,13 +88,6 @@ def instance_of(cloud: dict, name: str) -> dict:
         "Reservations"] for i in r["Instances"]]
     assert len(found) == 1, found
     return found[0]
-
-
-def data_volume(cloud: dict, name: str) -> dict:
-    [volume] = client(cloud).describe_volumes(Filters=[
-        {"Name": "tag:spotbox:box", "Values": [name]},
-        {"Name": "tag:spotbox:role", "Values": ["data"]}])["Volumes"]
-    return volume
 
 
 @pytest.fixture(scope="module")
