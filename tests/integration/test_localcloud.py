@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, leftovers, needs_local_cloud
 
+from localcloud import procs
+
 pytestmark = needs_local_cloud
 
 
@@ -78,8 +80,13 @@ def test_moto_server_answers_and_stops(state: Path) -> None:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{record['port']}/moto-api/", timeout=5) as r:
         assert r.status == 200
+    assert procs.alive(record["pid"], record["pid_start"])  # the record names it rightly
     localcloud(state, "moto-stop")
-    assert leftovers(str(record["pid"])) == [] or not Path(f"/proc/{record['pid']}").exists()
+    # Both of its processes are gone (procs.alive knows a reused pid by its start time; a
+    # pid's digits as a leftovers() marker also matched other runs' mounts and processes).
+    for pid, start in ((record["pid"], record["pid_start"]),
+                       (record["layer_pid"], record["layer_pid_start"])):
+        assert not procs.alive(pid, start), f"process {pid} still runs after moto-stop"
 
 
 def _as_from_a_terminal() -> None:
