@@ -169,10 +169,15 @@ def ssh_config_other_entries(text: str, names: list) -> str:
     return "\n".join(kept) + ("\n" if kept else "")
 
 
+def ssh_config_ports(text: str) -> dict[str, int]:
+    """Each `Host` entry's tunnel port in an ssh config file written by spotbox: {name: port}."""
+    return {name: int(port) for name, port in re.findall(
+        r"^Host (\S+)\n(?:  (?!LocalForward ).*\n)*  LocalForward (\d+) ", str(text or ""), re.M)}
+
+
 def ssh_config_other_ports(text: str, names: list) -> list[int]:
     """The local ports of the tunnels in the entries ssh_config_other_entries keeps."""
-    return [int(match) for match in re.findall(r"^  LocalForward (\d+) ",
-                                               ssh_config_other_entries(text, names), re.M)]
+    return list(ssh_config_ports(ssh_config_other_entries(text, names)).values())
 
 
 def interruption_line(value) -> str:
@@ -225,8 +230,9 @@ def access_table(hostvars: Mapping, ports: Mapping, ssh_config_file: str) -> str
         tunnel, url = _tunnel_and_url(box, name, choice, jupyter["port"], jupyter["token"])
         lines += [f"{name:<24} {ssh_target(box, name)['host']:<16} {int(choice['port']):<6} "
                   f"{tunnel}", f"{'':<48} {url}"]
-        if "taken" in str(choice.get("reason", "")):  # not the port it asked for: say why
-            lines.append(f"{'':<48} {choice['reason']}")
+        reason = str(choice.get("reason", ""))
+        if "taken" in reason or "in use" in reason:  # not the port it asked for, or busy: say why
+            lines.append(f"{'':<48} {reason}")
         if box.get("spotbox_last_interruption"):
             lines.append(f"{'':<48} last time: "
                          f"{interruption_line(box['spotbox_last_interruption'])}")
@@ -320,6 +326,7 @@ class FilterModule:
             "spotbox_ssh_config_entry": ssh_config_entry,
             "spotbox_ssh_config_other_entries": ssh_config_other_entries,
             "spotbox_ssh_config_other_ports": ssh_config_other_ports,
+            "spotbox_ssh_config_ports": ssh_config_ports,
             "spotbox_access_summary": access_summary,
             "spotbox_access_table": access_table,
             "spotbox_interruption_line": interruption_line,

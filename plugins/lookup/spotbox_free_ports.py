@@ -11,9 +11,10 @@ DOCUMENTATION = r"""
 name: spotbox_free_ports
 short_description: A free local port on the controller for each box's SSH tunnel
 description:
-  - Box N of O(order), else of the terms, asks for O(start) + N (so that the same boxes keep
-    the same ports across runs) and gets it if nothing listens there on 127.0.0.1 of this
-    controller, else the next free one; no two boxes get the same port.
+  - A box keeps its port from an earlier run (O(kept)). Any other box N of O(order), else of
+    the terms, asks for O(start) + N (so that the same boxes keep the same ports across runs)
+    and gets it if nothing listens there on 127.0.0.1 of this controller, else the next free
+    one; no two boxes get the same port.
   - A lookup, not a filter, because it probes the controller (binds sockets).
   - "Returns one mapping per call, C({name: {port, reason}}); the reason says why a box did
     not get the port it asked for, for the access summary."
@@ -40,6 +41,13 @@ options:
     type: list
     elements: int
     default: []
+  kept:
+    description:
+      - "Each box's port in its ssh config entry from an earlier run, C({name: port}). A box
+        keeps it, free or not (in use, it is most likely the box's own open tunnel), unless
+        another box has it; no other box is given it."
+    type: dict
+    default: {}
   setting:
     description: The setting to name when no port is free (the role's variable).
     type: str
@@ -87,24 +95,48 @@ def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int =
                              f"set {setting} to another start")
 
 
-def free_local_ports(names: list[str], start: int = 8888, setting: str = "start",
-                     order: list[str] | None = None, taken: list[int] | None = None) -> dict:
-    """A free local port for each box's tunnel, all different: {name: {"port", "reason"}}.
+def kept_local_port(port: int, host: str = "127.0.0.1") -> dict:
+    """A box's port from its ssh config entry, kept whether or not something listens there:
+    the reason says which (in use, it is most likely the box's own open tunnel)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return {"port": port, "reason": f"{port} is kept from the box's ssh config entry; it "
+                    "is in use on this machine (your open tunnel to the box? If something else "
+                    "holds it, remove the box's entry from the ssh config file and run again)"}
+    return {"port": port, "reason": f"{port} is kept from the box's ssh config entry "
+            "(free on this machine)"}
 
-    Box N asks for start + N, so that the same boxes keep the same ports; N is the box's
-    place in order (all the boxes there are, so that a run for some of them gives each
-    the port it has in a run for all), then in names for boxes order does not list.
-    Ports in taken (other boxes' tunnels, kept from earlier runs) are not given.
+
+def free_local_ports(names: list[str], start: int = 8888, setting: str = "start",
+                     order: list[str] | None = None, taken: list[int] | None = None,
+                     kept: dict | None = None) -> dict:
+    """A local port for each box's tunnel, all different: {name: {"port", "reason"}}.
+
+    A box keeps its port from an earlier run (kept: its ssh config entry's), so that an
+    open tunnel, or a box added or ended, moves no box's port. Any other box N asks for
+    start + N and gets it when free; N is the box's place in order (all the boxes there
+    are, so that a run for some of them gives each the port it has in a run for all),
+    then in names for boxes order does not list. Ports in taken (other boxes' tunnels,
+    kept from earlier runs) are not given.
     """
+    names = [str(name) for name in names]
     order = [str(name) for name in order or []]
-    others = [str(name) for name in names if str(name) not in order]
+    others = [name for name in names if name not in order]
+    taken_ports = frozenset(int(port) for port in taken or [])
     chosen: dict[str, dict] = {}
-    for name in map(str, names):
+    for name, port in (kept or {}).items():
+        if str(name) in names and int(port) not in taken_ports | {
+                choice["port"] for choice in chosen.values()}:
+            chosen[str(name)] = kept_local_port(int(port))
+    for name in names:
+        if name in chosen:
+            continue
         place = order.index(name) if name in order else len(order) + others.index(name)
-        given = frozenset(int(port) for port in taken or []) | {
-            choice["port"] for choice in chosen.values()}
+        given = taken_ports | {choice["port"] for choice in chosen.values()}
         chosen[name] = free_local_port(int(start) + place, exclude=given, setting=setting)
-    return chosen
+    return {name: chosen[name] for name in names}
 
 
 class LookupModule(LookupBase):
@@ -116,4 +148,5 @@ class LookupModule(LookupBase):
         for term in terms:  # query('x', list) passes the list as one term
             names.extend(term if isinstance(term, list) else [term])
         return [free_local_ports(names, self.get_option("start"), self.get_option("setting"),
-                                 self.get_option("order"), self.get_option("taken"))]
+                                 self.get_option("order"), self.get_option("taken"),
+                                 self.get_option("kept"))]

@@ -93,10 +93,16 @@ def test_a_run_for_some_boxes_keeps_the_other_boxes_entries() -> None:
 
 
 def test_the_kept_entries_ports_are_known() -> None:
-    from spotbox import ssh_config_other_ports
+    from spotbox import ssh_config_other_ports, ssh_config_ports
 
     assert ssh_config_other_ports(CONFIG, ["spotbox-ana"]) == [8889]
     assert ssh_config_other_ports(CONFIG, []) == [8888, 8889]
+    assert ssh_config_ports(CONFIG) == {"spotbox-ana": 8888, "spotbox-ben": 8889}
+    # An entry with a key and a port of its own (an SSH host), and one without a tunnel.
+    own = ("Host gpu\n  HostName 10.0.0.5\n  User me\n  Port 2222\n  IdentityFile ~/k\n"
+           "  IdentitiesOnly yes\n  LocalForward 8890 127.0.0.1:8888\nHost bare\n  HostName x\n")
+    assert ssh_config_ports(own) == {"gpu": 8890}
+    assert ssh_config_ports("") == {}
 
 
 def test_the_table_says_why_a_box_did_not_get_its_port() -> None:
@@ -105,3 +111,8 @@ def test_the_table_says_why_a_box_did_not_get_its_port() -> None:
              "spotbox-ben": {"port": 8889, "reason": "8889 is free on this machine"}}
     table = access_table(HOSTS, ports, "/c")
     assert "8888 is taken on this machine" in table and "8889 is free" not in table
+    kept = "8889 is kept from the box's ssh config entry"
+    ports["spotbox-ben"]["reason"] = f"{kept} (free on this machine)"
+    assert kept not in access_table(HOSTS, ports, "/c")
+    ports["spotbox-ben"]["reason"] = f"{kept}; it is in use on this machine"
+    assert f"{kept}; it is in use" in access_table(HOSTS, ports, "/c")

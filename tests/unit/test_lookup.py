@@ -88,3 +88,35 @@ def test_the_ports_of_kept_tunnels_are_not_given() -> None:
                               taken=[start])
     assert chosen["spotbox-abe"]["port"] == start + 1
     assert "another box's tunnel has it" in chosen["spotbox-abe"]["reason"]
+
+
+def test_a_box_keeps_its_port_from_its_entry_even_while_its_tunnel_holds_it() -> None:
+    everyone = ["spotbox-ana", "spotbox-ben", "spotbox-cal"]
+    start = free_stretch(4)
+    with holding_a_port() as tunnel:  # ana's open tunnel, on a port outside the stretch
+        open_port = tunnel.getsockname()[1]
+        chosen = free_local_ports(everyone, start, order=everyone,
+                                  kept={"spotbox-ana": open_port, "spotbox-cal": start + 2})
+    assert chosen["spotbox-ana"]["port"] == open_port
+    assert "in use on this machine (your open tunnel to the box?" in chosen["spotbox-ana"]["reason"]
+    # cal keeps his port although ben, with none kept, asks first; ben gets his own place.
+    assert chosen["spotbox-cal"] == {"port": start + 2, "reason": f"{start + 2} is kept from the "
+                                     "box's ssh config entry (free on this machine)"}
+    assert chosen["spotbox-ben"]["port"] == start + 1
+    assert list(chosen) == everyone  # in the run's order, for the table
+
+
+def test_a_new_box_is_not_given_a_kept_port_and_a_taken_kept_port_is_chosen_again() -> None:
+    start = free_stretch(3)
+    # A new box asks for the port that ben kept: it moves on.
+    chosen = free_local_ports(["spotbox-abe", "spotbox-ben"], start,
+                              order=["spotbox-abe", "spotbox-ben"], kept={"spotbox-ben": start})
+    assert chosen["spotbox-ben"]["port"] == start
+    assert chosen["spotbox-abe"]["port"] == start + 1
+    # A kept port that another box's tunnel holds (taken) is not kept: chosen again.
+    moved = free_local_ports(["spotbox-ben"], start, order=["spotbox-ben"], taken=[start],
+                             kept={"spotbox-ben": start})
+    assert moved["spotbox-ben"]["port"] == start + 1
+    # Entries of boxes outside the run give nothing to the run's boxes.
+    assert free_local_ports(["spotbox-ben"], start + 2, kept={"spotbox-zed": start})[
+        "spotbox-ben"]["port"] == start + 2
