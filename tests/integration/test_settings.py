@@ -146,6 +146,9 @@ CASES = {
     "access_ssh_config_file": ("~/.ssh/my_config", "~/.ssh/my_config", WRONG, ANY_PATH,
                                "my_config"),
     "access_jupyter_service": ("my-jupyter", "my-jupyter", WRONG, ANY_TEXT, "my jupyter"),
+    "access_forget_hosts": ("spotbox-ana,spotbox-ben", ["spotbox-ana", "spotbox-ben"],
+                            {"spotbox-ana": 1}, NA("any list of names: one without an entry "
+                                                   "changes nothing"), "spotbox ana"),
     # spot_instance
     "spot_instance_name": ("box-1", "box-1", WRONG, "a" * 32, "Bad_Name"),
     "spot_instance_names": ("ana,ben", ["ana", "ben"], {"ana": 1},
