@@ -96,11 +96,11 @@ def test_a_box_keeps_its_port_from_its_entry_even_while_its_tunnel_holds_it() ->
     with holding_a_port() as tunnel:  # ana's open tunnel, on a port outside the stretch
         open_port = tunnel.getsockname()[1]
         chosen = free_local_ports(everyone, start, order=everyone,
-                                  kept={"spotbox-ana": open_port, "spotbox-cal": start + 2})
+                                  kept={"spotbox-ana": open_port, "spotbox-cal": start})
     assert chosen["spotbox-ana"]["port"] == open_port
     assert "in use on this machine (your open tunnel to the box?" in chosen["spotbox-ana"]["reason"]
-    # cal keeps his port although ben, with none kept, asks first; ben gets his own place.
-    assert chosen["spotbox-cal"] == {"port": start + 2, "reason": f"{start + 2} is kept from the "
+    # cal keeps start, the first box's place (ana, with a port of her own, leaves it).
+    assert chosen["spotbox-cal"] == {"port": start, "reason": f"{start} is kept from the "
                                      "box's ssh config entry (free on this machine)"}
     assert chosen["spotbox-ben"]["port"] == start + 1
     assert list(chosen) == everyone  # in the run's order, for the table
@@ -117,6 +117,7 @@ def test_a_new_box_is_not_given_a_kept_port_and_a_taken_kept_port_is_chosen_agai
     moved = free_local_ports(["spotbox-ben"], start, order=["spotbox-ben"], taken=[start],
                              kept={"spotbox-ben": start})
     assert moved["spotbox-ben"]["port"] == start + 1
-    # Entries of boxes outside the run give nothing to the run's boxes.
-    assert free_local_ports(["spotbox-ben"], start + 2, kept={"spotbox-zed": start})[
+    # A box outside the run keeps nothing here (the caller gives its port as taken): ben
+    # gets the port that zed's entry names, which is ben's own place.
+    assert free_local_ports(["spotbox-ben"], start + 2, kept={"spotbox-zed": start + 2})[
         "spotbox-ben"]["port"] == start + 2
