@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -95,8 +96,36 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Ask the kernel for a port that is free now."""
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> range:
+    """The kernel's range for the source ports of outgoing connections."""
+    try:
+        low, high = (int(field) for field in Path(path).read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
+def free_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A port that is free now, for a server that binds it later (a box's sshd as it
+    boots, a Jupyter minutes later).
+
+    Chosen at random below the kernel's ephemeral range: a port in that range can be
+    taken meanwhile as the source port of any outgoing connection (the tests make
+    hundreds), and the server then cannot bind it (the likely cause of a test box whose
+    sshd never answered while two others launched beside it came up in 1 s).
+    """
+    ephemeral = ephemeral_ports()
+    below, above = range(10000, ephemeral.start), range(ephemeral.stop, 65536)
+    pool = below if len(below) >= len(above) else above
+    for _ in range(tries if pool else 0):
+        port = secrets.choice(pool)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    # No room outside the ephemeral range (an unusual kernel setting): the kernel's pick.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]

@@ -79,12 +79,29 @@ def test_devlinks_script_is_valid_sh_and_names_what_udev_would() -> None:
         assert name in boxes.DEVLINKS_SCRIPT
 
 
-def test_free_port_is_bindable() -> None:
+def test_free_port_is_bindable_and_never_an_outgoing_connections_port() -> None:
     import socket
 
-    port = procs.free_port()
+    ephemeral = procs.ephemeral_ports()
+    ports = {procs.free_port() for _ in range(50)}
+    assert not ports & set(ephemeral), "a port an outgoing connection may take meanwhile"
+    assert len(ports) > 40  # at random, not one port over and over
+    port = ports.pop()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel_setting(tmp_path, monkeypatch) -> None:
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("1024\t65535\n")
+    assert procs.ephemeral_ports(str(setting)) == range(1024, 65536)
+    assert procs.ephemeral_ports(str(tmp_path / "missing")) == range(32768, 61000)
+    # No room outside the range: the kernel's own pick, which is bindable.
+    monkeypatch.setattr(procs, "ephemeral_ports", lambda: range(1024, 65536))
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", procs.free_port()))
 
 
 def test_the_vars_plugin_gives_a_local_cloud_host_its_imds_endpoint(monkeypatch, tmp_path) -> None:
