@@ -43,9 +43,10 @@ options:
     default: []
   kept:
     description:
-      - "Each box's port in its ssh config entry from an earlier run, C({name: port}). A box
-        keeps it, free or not (in use, it is most likely the box's own open tunnel), unless
-        another box has it; no other box is given it."
+      - "Each box's port in its ssh config entry from an earlier run, C({name: port}). A box of
+        the terms keeps it, free or not (in use, it is most likely the box's own open tunnel),
+        unless O(taken) or another box's kept port has it; no other box of the terms is given
+        it. Entries of boxes outside the terms are ignored here (give their ports in O(taken))."
     type: dict
     default: {}
   setting:
@@ -70,6 +71,16 @@ _raw:
 TRIES = 100
 
 
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing holds port on host of this controller now (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int = TRIES,
                     exclude: frozenset[int] = frozenset(), setting: str = "start") -> dict:
     """The requested port if nothing listens there on this controller, else the next free one.
@@ -79,13 +90,8 @@ def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int =
     """
     requested = int(requested)
     for port in range(requested, min(requested + tries, 65536)):
-        if port in exclude:
+        if port in exclude or not bindable(port, host):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
         if port == requested:
             return {"port": port, "reason": f"{port} is free on this machine"}
         why = "another box's tunnel has it" if requested in exclude else "a local Jupyter?"
@@ -98,13 +104,10 @@ def free_local_port(requested: int = 8888, host: str = "127.0.0.1", tries: int =
 def kept_local_port(port: int, host: str = "127.0.0.1") -> dict:
     """A box's port from its ssh config entry, kept whether or not something listens there:
     the reason says which (in use, it is most likely the box's own open tunnel)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return {"port": port, "reason": f"{port} is kept from the box's ssh config entry; it "
-                    "is in use on this machine (your open tunnel to the box? If something else "
-                    "holds it, remove the box's entry from the ssh config file and run again)"}
+    if not bindable(port, host):
+        return {"port": port, "reason": f"{port} is kept from the box's ssh config entry; it "
+                "is in use on this machine (your open tunnel to the box? If something else "
+                "holds it, remove the box's entry from the ssh config file and run again)"}
     return {"port": port, "reason": f"{port} is kept from the box's ssh config entry "
             "(free on this machine)"}
 

@@ -10,6 +10,9 @@ owner exactly.
 
 from __future__ import annotations
 
+import random
+import time
+
 BOX_TAG = "spotbox:box"
 OWNER_TAG = "spotbox:owner"
 ROLE_TAG = "spotbox:role"
@@ -71,6 +74,26 @@ def error_code(exc: Exception) -> str:
 
 def error_message(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Message", str(exc))
+
+
+# EC2 throttles each API per account and region (RunInstances: a bucket of 5
+# requests refilled at 2 per second) and answers RequestLimitExceeded; its guide
+# says to retry with exponential backoff ("Request throttling for the Amazon EC2
+# API", Retries and exponential backoff).
+THROTTLED = "RequestLimitExceeded"
+
+
+def retry_throttled(call, tries: int = 6, first_wait: float = 1.0, sleep=time.sleep):
+    """call(), again after a growing, jittered wait while EC2 answers RequestLimitExceeded
+    (botocore's ClientError); any other error, or the last try's, is raised."""
+    for attempt in range(tries - 1):
+        try:
+            return call()
+        except Exception as exc:  # botocore's ClientError: no botocore import here
+            if error_code(exc) != THROTTLED:
+                raise
+            sleep(first_wait * 2 ** attempt * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
+    return call()  # the last try: its error, whatever it is, is the caller's
 
 
 def denied_line(exc: Exception, doing: str) -> str | None:

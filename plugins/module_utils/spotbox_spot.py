@@ -4,9 +4,7 @@ recorded describe_spot_price_history answers."""
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from datetime import datetime
 
 # On-demand Linux prices in USD/hour, us-east-1 and us-east-2 (AWS's public
@@ -185,24 +183,6 @@ LAUNCH_ERRORS = {
 }
 # Worth trying the next offer (another type or zone) for.
 CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "Unsupported"}
-# EC2 throttles each API per account and region (RunInstances: a bucket of 5
-# requests refilled at 2 per second) and answers RequestLimitExceeded; its guide
-# says to retry with exponential backoff ("Request throttling for the Amazon EC2
-# API", Retries and exponential backoff).
-THROTTLED = "RequestLimitExceeded"
-
-
-def retry_throttled(call, tries: int = 6, first_wait: float = 1.0, sleep=time.sleep):
-    """call(), again after a growing, jittered wait while EC2 answers RequestLimitExceeded
-    (botocore's ClientError); any other error, or the last try's, is raised."""
-    for attempt in range(tries - 1):
-        try:
-            return call()
-        except Exception as exc:  # botocore's ClientError: no botocore import here
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") != THROTTLED:
-                raise
-            sleep(first_wait * 2 ** attempt * random.uniform(0.5, 1.0))  # noqa: S311 (jitter)
-    return call()  # the last try: its error, whatever it is, is the caller's
 
 
 def launch_error_message(code: str, detail: str, offer: str) -> str:

@@ -100,13 +100,14 @@ with contextlib.suppress(ImportError):  # AnsibleAWSModule reports a missing bot
     import botocore.config
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
-from ansible.module_utils.spotbox_aws import box_instances, error_code, error_message
-from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
-from ansible.module_utils.spotbox_spot import (
-    CAPACITY_ERRORS,
-    launch_error_message,
+from ansible.module_utils.spotbox_aws import (
+    box_instances,
+    error_code,
+    error_message,
     retry_throttled,
 )
+from ansible.module_utils.spotbox_names import NAMES_SPEC, name_messages
+from ansible.module_utils.spotbox_spot import CAPACITY_ERRORS, launch_error_message
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import spotbox_aws
 import spotbox_spot as spot
 
 FIXTURE = Path(__file__).parent / "fixtures" / "spot" / "us-east-2-history.json"
@@ -174,13 +175,14 @@ def test_a_throttled_run_instances_is_retried_with_growing_waits() -> None:
             raise answer
         return answer
 
-    assert spot.retry_throttled(call, sleep=waits.append) == {"Instances": [{"InstanceId": "i-1"}]}
+    answer = spotbox_aws.retry_throttled(call, sleep=waits.append)
+    assert answer == {"Instances": [{"InstanceId": "i-1"}]}
     assert len(waits) == 2 and 0.5 <= waits[0] <= 1 and 1 <= waits[1] <= 2
     with pytest.raises(ClientError):  # another error: at once
-        spot.retry_throttled(lambda: (_ for _ in ()).throw(throttled("Unsupported")),
-                             sleep=waits.append)
+        spotbox_aws.retry_throttled(lambda: (_ for _ in ()).throw(throttled("Unsupported")),
+                                    sleep=waits.append)
     assert len(waits) == 2
     with pytest.raises(ClientError):  # throttled every time: the last error
-        spot.retry_throttled(lambda: (_ for _ in ()).throw(throttled()), tries=3,
-                             sleep=waits.append)
+        spotbox_aws.retry_throttled(lambda: (_ for _ in ()).throw(throttled()), tries=3,
+                                    sleep=waits.append)
     assert len(waits) == 4
